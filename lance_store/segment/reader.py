@@ -1,0 +1,251 @@
+"""Reading a segment file: whole-file batch scans in windows, and batch reads.
+
+Scans map the file read-only and release each window's pages as they go, so a
+segment larger than memory is verified or recovered in bounded memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import mmap
+import os
+import struct
+from dataclasses import dataclass, field
+
+import lz4.block
+import numpy as np
+
+from .. import scanner
+from ..errors import OffsetError
+from .header import BATCH_OVERHEAD, BatchHeader
+
+WINDOW = 64 << 20
+_PAGE = mmap.PAGESIZE
+_PLEN = struct.Struct("<I")   # payload_length sits at byte 5+60 of a batch
+_COUNT = struct.Struct("<I")
+
+
+@dataclass
+class SegmentScan:
+    """The valid batches at the start of one segment file, and what stopped them."""
+
+    path: str
+    base: int
+    file_size: int
+    valid_end: int                 # bytes of valid data from the start of the file
+    batches: scanner.BatchScan     # positions relative to the file start
+    error: scanner.Fault | None = None
+    padding_bytes: int = 0
+    record_count: int = 0          # counted only with check_records=True
+
+    @property
+    def end_offset(self) -> int:
+        return self.base + self.valid_end
+
+    @property
+    def batch_count(self) -> int:
+        return len(self.batches.pos)
+
+    @property
+    def zero_tail(self) -> bool:
+        """Everything after the valid data is zeros (normal for an active segment)."""
+        return self.error is None or self.error.reason == "zero tail"
+
+
+def map_readonly(path, length: int | None = None):
+    """A read-only shared map of the file, or None for an empty file."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size if length is None else length
+        if size == 0:
+            return None
+        return mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+
+
+def _release(mm, start: int, end: int) -> None:
+    # Drop the window's pages from this process (they stay in the page cache):
+    # verifying a 4 GiB topic must not make the process 4 GiB large.
+    lo = start - start % _PAGE
+    if end > lo:
+        mm.madvise(mmap.MADV_DONTNEED, lo, end - lo)
+
+
+def _shift(res: scanner.BatchScan, delta: int) -> scanner.BatchScan:
+    return dataclasses.replace(res, pos=res.pos + np.uint64(delta))
+
+
+def _shift_fault(fault: scanner.Fault | None, delta: int) -> scanner.Fault | None:
+    return None if fault is None else dataclasses.replace(fault, pos=fault.pos + delta)
+
+
+def _concat(parts: list[scanner.BatchScan], base: int, valid_end: int, padding: int,
+            error) -> scanner.BatchScan:
+    if not parts:
+        parts = [scanner.scan_batches(b"", base)]
+    cols = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _COLUMNS}
+    return scanner.BatchScan(segment_base=base, **cols, valid_end=valid_end, padding_bytes=padding,
+                             error=error, errors=(error,) if error else ())
+
+
+_COLUMNS = ("pos", "base_offset", "first_ts", "first_key", "last_ts", "producer_id", "producer_seq",
+            "record_count", "payload_length", "header_crc", "flags")
+
+
+def _count_records(view, res: scanner.BatchScan) -> tuple[int, scanner.Fault | None]:
+    """Check that every batch's records frame exactly; returns (records, first fault)."""
+    try:
+        recs = scanner.scan_records(view, res)
+    except scanner.ScanError as exc:
+        return 0, exc.fault
+    count = len(recs)
+    for i in recs.skipped_batches.tolist():  # LZ4 batches: decompress, then frame
+        start = int(res.pos[i]) + BATCH_OVERHEAD
+        payload = bytes(view[start:start + int(res.payload_length[i])])
+        try:
+            count += len(scanner.scan_payload(decompress_payload(payload),
+                                              record_count=int(res.record_count[i])))
+        except (scanner.ScanError, ValueError) as exc:
+            return 0, scanner.Fault(int(res.pos[i]), int(res.base_offset[i]),
+                                    f"compressed records invalid: {exc}", None, None)
+    return count, None
+
+
+def decompress_payload(payload: bytes) -> bytes:
+    """An LZ4 batch payload: uncompressed_len:u32 then one LZ4 block (FORMAT.md section 3)."""
+    if len(payload) < 4:
+        raise ValueError("compressed payload shorter than its length prefix")
+    (n,) = _PLEN.unpack_from(payload, 0)
+    return lz4.block.decompress(payload[4:], uncompressed_size=n)
+
+
+def scan_segment(path, base: int, *, length: int | None = None, window: int = WINDOW,
+                 check_records: bool = False, progress=None) -> SegmentScan:
+    """Scan a segment from its start and stop at the first invalid batch.
+
+    With `check_records`, every batch's records must also frame exactly (verify).
+    """
+    path = os.fspath(path)
+    size = os.path.getsize(path) if length is None else length
+    mm = map_readonly(path, size)
+    if mm is None:
+        return SegmentScan(path, base, 0, 0, _concat([], base, 0, 0, None))
+    parts, error, padding, records = [], None, 0, 0
+    pos, win, reported = 0, window, 0
+    try:
+        while pos < size:
+            end = min(size, pos + win)
+            with memoryview(mm)[pos:end] as view:
+                res = scanner.scan_batches(view, base + pos)
+                if check_records and len(res.pos):
+                    n, fault = _count_records(view, res)
+                    if fault is not None:
+                        # The batch's CRCs hold but its records do not frame: it
+                        # ends the valid data like any other invalid batch.
+                        keep = res.pos < np.uint64(fault.pos)
+                        cut = int(res.pos[~keep][0]) if (~keep).any() else fault.pos
+                        res = dataclasses.replace(
+                            res, **{c: getattr(res, c)[keep] for c in _COLUMNS},
+                            valid_end=cut, error=fault)
+                        n = int(res.record_count.sum())
+                    records += n
+            _release(mm, pos, end)
+            if len(res.pos):
+                parts.append(_shift(res, pos))
+            padding += res.padding_bytes
+            if progress is not None and end > reported:
+                progress(end - reported)
+                reported = end
+            if res.valid_end == end - pos and res.error is None:
+                pos, win = end, window
+                continue
+            if end < size and res.error is not None and res.error.reason.startswith("torn"):
+                # The window cut a batch in two: rescan from the last good
+                # boundary, with a larger window when the batch is larger.
+                if res.valid_end == 0:
+                    win *= 2
+                else:
+                    pos, win = pos + res.valid_end, window
+                continue
+            error = _shift_fault(res.error, pos)
+            pos += res.valid_end
+            break
+    finally:
+        mm.close()
+    if progress is not None and size > reported:
+        progress(size - reported)
+    return SegmentScan(path, base, size, pos, _concat(parts, base, pos, padding, error), error,
+                       padding, records)
+
+
+def read_header(fd: int, pos: int) -> BatchHeader | None:
+    raw = os.pread(fd, BATCH_OVERHEAD, pos)
+    if len(raw) < BATCH_OVERHEAD:
+        return None
+    return BatchHeader.unpack(raw)
+
+
+def locate(fd: int, base: int, from_offset: int, target: int) -> None:
+    """Walk batch headers from a known batch start up to `target`; raise
+    INVALID_OFFSET when `target` falls inside a batch."""
+    off = from_offset
+    while off < target:
+        hdr = read_header(fd, off - base)
+        if hdr is None:
+            break
+        off = hdr.end_offset
+    if off != target:
+        raise OffsetError("INVALID_OFFSET", f"not a batch boundary: offset {target}")
+
+
+def read_batches(fd: int, base: int, data_end: int, offset: int, max_bytes: int) -> tuple[bytes, int, int]:
+    """Whole batches starting at `offset` (a batch start), at most `max_bytes`
+    unless the first batch alone is larger; returns (data, next_offset, records)."""
+    avail = data_end - offset
+    if avail <= 0:
+        return b"", offset, 0
+    want = min(avail, max(max_bytes, BATCH_OVERHEAD))
+    data = os.pread(fd, want, offset - base)
+    pos = 0
+    records = 0
+    n = len(data)
+    while pos + BATCH_OVERHEAD <= n:
+        plen = _PLEN.unpack_from(data, pos + 65)[0]
+        size = BATCH_OVERHEAD + plen
+        if pos + size > n:
+            if pos == 0:  # the first batch alone is larger than max_bytes: send it whole
+                data = os.pread(fd, size, offset - base)
+                return data, offset + size, _COUNT.unpack_from(data, 61)[0]
+            break
+        records += _COUNT.unpack_from(data, pos + 61)[0]
+        pos += size
+    if pos == 0:
+        return b"", offset, 0
+    return (data if pos == n else data[:pos]), offset + pos, records
+
+
+@dataclass
+class BatchView:
+    """One whole batch read from a segment."""
+
+    header: BatchHeader
+    data: bytes = field(repr=False)   # the whole batch, header record included
+
+    @property
+    def offset(self) -> int:
+        return self.header.base_offset
+
+    @property
+    def payload(self) -> memoryview:
+        return memoryview(self.data)[BATCH_OVERHEAD:]
+
+
+def split_batches(data: bytes) -> list[BatchView]:
+    out = []
+    pos = 0
+    while pos < len(data):
+        hdr = BatchHeader.unpack(data, pos)
+        out.append(BatchView(hdr, data[pos:pos + hdr.size]))
+        pos += hdr.size
+    return out
+
+
+def batch_offsets(scan: SegmentScan) -> np.ndarray:
+    return scan.batches.base_offset

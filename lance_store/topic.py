@@ -1,0 +1,464 @@
+"""A topic: its segments, appends with group commit, rotation, reads, retention.
+
+It owns one folder `segments/<name>/`; the data directory as a whole (node.json,
+the lock, topic ids) belongs to `lance_store.store`.
+"""
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from . import fsutil, scanner
+from . import index as sparse_index
+from .errors import OffsetError, ReadOnlyError, WriteFailedError
+from .records import RAW, Record, encode, encode_uniform
+from .recovery import SegmentFile, recover_topic
+from .segment import naming
+from .segment.header import BATCH_OVERHEAD, encode_batch
+from .segment.reader import (BatchView, locate, map_readonly, read_batches, read_header,
+                             scan_segment, split_batches)
+from .segment.writer import SegmentWriter
+from .sortkey import HybridClock, SortKey
+
+log = logging.getLogger("lance_store.topic")
+
+METADATA = "metadata.json"
+HIGH = 2**64 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    offset: int
+    next_offset: int
+    record_count: int
+    timestamp_ns: int = 0
+    first_key_low: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSpec:
+    """A batch already encoded as TLV records (the broker's ingest path)."""
+
+    payload: bytes
+    record_count: int
+    timestamp_ns: int | None = None
+    producer_id: int = 0
+    producer_seq: int = 0
+
+
+@dataclass
+class Retention:
+    max_age_secs: int = 0
+    max_bytes: int = 0
+
+    def as_dict(self) -> dict:
+        return {"max_age_secs": int(self.max_age_secs), "max_bytes": int(self.max_bytes)}
+
+
+@dataclass
+class ScanChunk:
+    """One segment's records as arrays, with zero-copy access to the values.
+
+    `buffer` is a read-only map of the segment; it is closed when the next
+    chunk is produced, so copy what must outlive the iteration step.
+    """
+
+    segment: str
+    offsets: np.ndarray      # topic byte offset of each record
+    lengths: np.ndarray      # value length
+    types: np.ndarray
+    timestamps: np.ndarray   # SortKey high word
+    key_low: np.ndarray      # SortKey low word
+    value_pos: np.ndarray    # where each value starts in `buffer`
+    buffer: memoryview = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def value(self, i: int) -> memoryview:
+        p = int(self.value_pos[i])
+        return self.buffer[p:p + int(self.lengths[i])]
+
+    def values(self) -> list[memoryview]:
+        return [self.buffer[p:p + n] for p, n in zip(self.value_pos.tolist(), self.lengths.tolist())]
+
+    def fixed_width_values(self) -> np.ndarray:
+        """Every value as one row of a 2-D uint8 view (only when all lengths are equal
+        and values are evenly spaced, as records of one fixed size are)."""
+        if len(self) == 0:
+            return np.empty((0, 0), dtype=np.uint8)
+        width = int(self.lengths[0])
+        steps = np.diff(self.value_pos)
+        if not (np.all(self.lengths == width) and (len(steps) == 0 or np.all(steps == steps[0]))):
+            raise ValueError("values differ in length or spacing; use value(i) or values()")
+        stride = int(steps[0]) if len(steps) else width
+        base = np.frombuffer(self.buffer, dtype=np.uint8)
+        return np.lib.stride_tricks.as_strided(
+            base[int(self.value_pos[0]):], shape=(len(self), width), strides=(stride, 1),
+            writeable=False)
+
+
+class Topic:
+    """Use through `Store`; not constructed directly."""
+
+    def __init__(self, store, folder: str, meta: dict, *, readonly: bool, clock: HybridClock):
+        self.store = store
+        self.folder = folder
+        self.meta = meta
+        self.name: str = meta["name"]
+        self.id: int = int(meta.get("id", 0))
+        self.readonly = readonly
+        self.clock = clock
+        self.config = store.config
+        self.warnings: list[str] = []
+        self._lock = threading.RLock()
+        self._failed: str | None = None
+        self._writer: SegmentWriter | None = None
+        self._read_fds: dict[str, int] = {}
+        self.producers: dict[int, tuple[int, int]] = {}  # producer_id -> (last seq, batch offset)
+        state = recover_topic(folder, readonly=readonly, interval=self.config.index_interval_bytes,
+                              warn=self._warn)
+        self.segments: list[SegmentFile] = state.segments
+        self.legacy = state.legacy
+        for pid, seq, off in state.producers:
+            self.producers[pid] = (seq, off)
+        if state.newest is not None:
+            self.clock.observe(*state.newest)
+        self._bases = [s.name.base for s in self.segments]
+        self._high = self.segments[-1].end if self.segments else 0
+        if not readonly and not self.legacy:
+            self._open_writer()
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def _warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+        log.warning("%s", msg)
+
+    def _open_writer(self) -> None:
+        active = self.segments[-1]
+        self._writer = SegmentWriter(active.path, active.size, self.store.backend, self.store.pool)
+
+    @property
+    def active(self) -> SegmentFile:
+        return self.segments[-1]
+
+    @property
+    def low_watermark(self) -> int:
+        return self.segments[0].name.base if self.segments else 0
+
+    @property
+    def high_watermark(self) -> int:
+        """End of the last complete, durable batch."""
+        return self._high
+
+    @property
+    def retention(self) -> Retention:
+        r = self.meta.get("retention") or {}
+        return Retention(int(r.get("max_age_secs", 0) or 0), int(r.get("max_bytes", 0) or 0))
+
+    def set_retention(self, max_age_secs: int = 0, max_bytes: int = 0) -> None:
+        self._check_writable()
+        self.meta["retention"] = Retention(max_age_secs, max_bytes).as_dict()
+        fsutil.write_json(os.path.join(self.folder, METADATA), self.meta)
+
+    def info(self) -> dict:
+        return {
+            "id": self.id, "name": self.name, "created_at": self.meta.get("created_at", 0),
+            "topic_epoch": self.meta.get("topic_epoch", 1), "retention": self.retention.as_dict(),
+        }
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise ReadOnlyError(f"topic {self.name!r} is open read-only")
+        if self.legacy:
+            raise ReadOnlyError(f"topic {self.name!r} is an upstream (legacy) topic: read-only")
+        if self._failed:
+            raise ReadOnlyError(f"topic {self.name!r} went read-only: {self._failed}")
+
+    # -- appends ---------------------------------------------------------------------
+
+    def append(self, records: Sequence, *, timestamp_ns: int | None = None,
+               record_type: int = RAW, producer_id: int = 0, producer_seq: int = 0) -> AppendResult:
+        """Append one batch; returns once it is durable."""
+        payload, count = _encode(records, record_type)
+        return self.append_encoded([BatchSpec(payload, count, timestamp_ns, producer_id, producer_seq)])[0]
+
+    def append_many(self, batches: Sequence[Sequence], *, record_type: int = RAW) -> list[AppendResult]:
+        """Append several batches with one write and one sync (group commit)."""
+        specs = []
+        for recs in batches:
+            payload, count = _encode(recs, record_type)
+            specs.append(BatchSpec(payload, count))
+        return self.append_encoded(specs)
+
+    def append_encoded(self, specs: Sequence[BatchSpec], *, sync: bool = True) -> list[AppendResult]:
+        """Append pre-encoded TLV payloads as batches, durable on return."""
+        for spec in specs:
+            if spec.record_count <= 0:
+                raise ValueError("a batch needs at least one record")
+        with self._lock:
+            self._check_writable()
+            results: list[AppendResult] = []
+            chunks: list = []
+            pending: list[tuple[int, int, int]] = []
+            cursor = self._high
+            seg = self.active
+            for spec in specs:
+                size = BATCH_OVERHEAD + len(spec.payload)
+                if seg.size + (cursor - self._high) > 0 and \
+                        (cursor - seg.name.base) + size > self.config.segment_max_bytes:
+                    self._write(chunks, pending, cursor, sync)
+                    chunks, pending = [], []
+                    self._seal_locked()
+                    seg = self.active
+                ts, low = self.clock.stamp(spec.record_count, spec.timestamp_ns)
+                hdr_bytes, hdr = encode_batch(
+                    spec.payload, spec.record_count, base_offset=cursor,
+                    first_timestamp_ns=ts, first_key_low=low,
+                    producer_id=spec.producer_id, producer_seq=spec.producer_seq)
+                chunks.append(hdr_bytes)
+                chunks.append(spec.payload)
+                pending.append((cursor, ts, low))
+                if spec.producer_id:
+                    self.producers[spec.producer_id] = (spec.producer_seq, cursor)
+                results.append(AppendResult(cursor, cursor + size, spec.record_count, ts, low))
+                cursor += size
+            self._write(chunks, pending, cursor, sync)
+            return results
+
+    def _write(self, chunks: list, pending: list, cursor: int, sync: bool) -> None:
+        if not chunks:
+            return
+        try:
+            self._writer.write(chunks, sync=sync)
+        except WriteFailedError as exc:
+            # Nothing of this group is acknowledged; the bytes past the high
+            # watermark are cut by recovery, so the topic stops taking writes.
+            self._failed = str(exc)
+            raise
+        seg = self.active
+        for off, ts, low in pending:
+            seg.index.note_batch(off, ts, low)
+        seg.size = cursor - seg.name.base
+        self._high = cursor
+
+    def sync(self) -> None:
+        with self._lock:
+            if self._writer:
+                self._writer.sync()
+
+    # -- sealing ---------------------------------------------------------------------
+
+    def seal_active(self) -> SegmentFile | None:
+        """Seal the active segment (if it holds data) and start a new one."""
+        with self._lock:
+            self._check_writable()
+            if self.active.size == 0:
+                return None
+            return self._seal_locked()
+
+    def _seal_locked(self) -> SegmentFile:
+        seg = self.active
+        t1 = max(time.time_ns(), seg.name.t0 + 1)
+        sealed_name = seg.name.sealed_as(t1)
+        self._writer.finish()
+        self._writer = None
+        self._close_read_fd(seg.path)
+        entries = seg.index.array()
+        sparse_index.write_atomic(os.path.join(self.folder, sealed_name.index_filename), entries)
+        new_name = naming.active(seg.end, max(time.time_ns(), t1))
+        new_path = os.path.join(self.folder, new_name.filename)
+        fd = os.open(new_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+        sealed_path = os.path.join(self.folder, sealed_name.filename)
+        os.rename(seg.path, sealed_path)
+        fsutil.fsync_dir(self.folder)
+        seg.name, seg.path = sealed_name, sealed_path
+        seg.index = sparse_index.SparseIndex(entries, self.config.index_interval_bytes)
+        self.segments.append(SegmentFile(new_name, new_path, 0,
+                                         sparse_index.SparseIndex.empty(self.config.index_interval_bytes)))
+        self._bases.append(new_name.base)
+        self._open_writer()
+        return seg
+
+    # -- reads -----------------------------------------------------------------------
+
+    def _read_fd(self, seg: SegmentFile) -> int:
+        fd = self._read_fds.get(seg.path)
+        if fd is None:
+            fd = os.open(seg.path, os.O_RDONLY)
+            self._read_fds[seg.path] = fd
+        return fd
+
+    def _close_read_fd(self, path: str) -> None:
+        fd = self._read_fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _segment_for(self, offset: int) -> SegmentFile:
+        i = bisect.bisect_right(self._bases, offset) - 1
+        return self.segments[max(i, 0)]
+
+    def check_offset(self, offset: int) -> None:
+        low, high = self.low_watermark, self._high
+        if offset < low or offset > high:
+            raise OffsetError("OFFSET_OUT_OF_RANGE", f"low={low} high={high}", low=low, high=high)
+
+    def read_raw(self, offset: int, max_bytes: int = 1 << 20) -> tuple[bytes, int, int]:
+        """Whole batches from `offset` as stored: (data, next_offset, record_count).
+
+        `offset` must be a batch start within [low, high]; equal to the high
+        watermark gives empty data. Reads stop at a segment's end.
+        """
+        with self._lock:
+            if offset == HIGH:
+                return b"", self._high, 0
+            self.check_offset(offset)
+            if offset == self._high:
+                return b"", offset, 0
+            seg = self._segment_for(offset)
+            fd = self._read_fd(seg)
+            end = seg.end
+        start = seg.index.floor_offset(offset)
+        if start is None or start < seg.name.base:
+            start = seg.name.base
+        if start != offset:
+            locate(fd, seg.name.base, start, offset)
+        return read_batches(fd, seg.name.base, end, offset, max_bytes)
+
+    def read(self, offset: int, max_bytes: int = 1 << 20) -> tuple[list[BatchView], int]:
+        data, nxt, _ = self.read_raw(offset, max_bytes)
+        return split_batches(data), nxt
+
+    def records(self, start: int | None = None, end: int | None = None) -> Iterator[Record]:
+        """Every record from `start` (a batch start; default: the low watermark) to `end`."""
+        for chunk in self.scan(start, end):
+            for i in range(len(chunk)):
+                yield Record(int(chunk.offsets[i]), SortKey(int(chunk.timestamps[i]), int(chunk.key_low[i])),
+                             int(chunk.types[i]), bytes(chunk.value(i)))
+
+    def scan(self, start: int | None = None, end: int | None = None) -> Iterator[ScanChunk]:
+        """One chunk per segment of the records in [start, end), as numpy arrays.
+
+        The record walk runs in the scanner (C); pages are released as the scan
+        goes, so a topic larger than memory scans in bounded memory.
+        """
+        start = self.low_watermark if start is None else start
+        end = self._high if end is None else min(end, self._high)
+        for seg in list(self.segments):
+            seg_end = seg.end
+            if seg_end <= start or seg.name.base >= end or seg.size == 0:
+                continue
+            mm = map_readonly(seg.path, seg.size)
+            if mm is None:
+                continue
+            view = memoryview(mm)
+            if self.legacy:
+                recs = scanner.shift_record_offsets(scanner.scan_legacy(view), seg.name.base)
+            else:
+                batches = scan_segment(seg.path, seg.name.base, length=seg.size).batches
+                recs = scanner.scan_records(view, batches)
+            sel = (recs.offset >= start) & (recs.offset < end)
+            yield ScanChunk(seg.name.filename, recs.offset[sel], recs.length[sel], recs.type[sel],
+                            recs.timestamp[sel], recs.key_low[sel], recs.value_pos[sel], view)
+            _close_map(view, mm)
+
+    def offset_for_time(self, ts_ns: int) -> int:
+        """Offset of the first batch whose last timestamp is at or after `ts_ns`
+        (the high watermark if there is none)."""
+        with self._lock:
+            segments = list(self.segments)
+            high = self._high
+        for seg in segments:
+            if seg.size == 0:
+                continue
+            start = seg.index.floor_time(ts_ns)
+            off = seg.name.base if start is None else start
+            fd = self._read_fd(seg)
+            while off < seg.end:
+                hdr = read_header(fd, off - seg.name.base)
+                if hdr is None:
+                    break
+                if hdr.last_timestamp_ns >= ts_ns:
+                    return off
+                off = hdr.end_offset
+        return high
+
+    # -- retention -------------------------------------------------------------------
+
+    def apply_retention(self, now: float | None = None) -> list[str]:
+        """Delete sealed segments past the topic's retention; returns their names.
+
+        Only sealed segments go, oldest first, so no surviving byte changes offset.
+        """
+        with self._lock:
+            self._check_writable()
+            ret = self.retention
+            if not ret.max_age_secs and not ret.max_bytes:
+                return []
+            now_ns = int((time.time() if now is None else now) * 1e9)
+            total = sum(s.size for s in self.segments)
+            doomed = []
+            for seg in self.segments[:-1]:
+                too_old = ret.max_age_secs and seg.name.t1 is not None and \
+                    seg.name.t1 < now_ns - ret.max_age_secs * 1_000_000_000
+                too_big = ret.max_bytes and total > ret.max_bytes
+                if not (too_old or too_big):
+                    break
+                doomed.append(seg)
+                total -= seg.size
+            for seg in doomed:
+                self._close_read_fd(seg.path)
+                idx = os.path.join(self.folder, seg.name.index_filename)
+                if os.path.exists(idx):
+                    os.unlink(idx)
+                os.unlink(seg.path)
+            if doomed:
+                fsutil.fsync_dir(self.folder)
+                del self.segments[:len(doomed)]
+                del self._bases[:len(doomed)]
+            return [s.name.filename for s in doomed]
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def producer_last_seq(self, producer_id: int) -> int | None:
+        got = self.producers.get(producer_id)
+        return None if got is None else got[0]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            for path in list(self._read_fds):
+                self._close_read_fd(path)
+
+    def __repr__(self) -> str:
+        return f"Topic({self.name!r}, id={self.id}, low={self.low_watermark}, high={self._high})"
+
+
+def _encode(records: Sequence, record_type: int) -> tuple[bytes, int]:
+    if records and not isinstance(records[0], tuple):
+        try:
+            return encode_uniform(records, record_type)
+        except TypeError:  # a (type, value) pair further on: take the general path
+            pass
+    return encode(records, record_type)
+
+
+def _close_map(view: memoryview, mm) -> None:
+    """Unmap a chunk's segment unless the caller still holds views into it
+    (then the map lives until those views are gone)."""
+    try:
+        view.release()
+        mm.close()
+    except BufferError:
+        pass

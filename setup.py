@@ -1,0 +1,21 @@
+"""Build hooks: the C scanner always, the io_uring layer when liburing is present.
+
+Everything else about the distribution lives in pyproject.toml.
+"""
+import os
+import sys
+
+from setuptools import setup
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+CFFI_MODULES = ["lance_store/_native/build_scan.py:ffi"]
+
+# The io_uring extension needs the liburing headers; without them the project
+# still installs and the pwritev backend runs (startup says so).
+if os.path.exists("/usr/include/liburing.h") and os.path.exists(
+    "lance_store/uring/build_uring.py"
+):
+    CFFI_MODULES.append("lance_store/uring/build_uring.py:ffi")
+
+setup(cffi_modules=CFFI_MODULES)
