@@ -50,7 +50,7 @@ class TopicState:
     newest: tuple[int, int, int] | None = None  # (last_ts, first_key_low, record_count)
 
 
-def _index_from_scan(scan: SegmentScan, interval: int) -> np.ndarray:
+def index_entries(scan: SegmentScan, interval: int = sparse_index.sparse.DEFAULT_INTERVAL) -> np.ndarray:
     b = scan.batches
     return sparse_index.build_entries(b.base_offset, b.first_ts, b.first_key, interval)
 
@@ -97,7 +97,7 @@ def _load_sealed_index(folder: str, seg: SegmentFile, *, readonly: bool, interva
         warn(f"{path}: index missing; rebuilding it from the segment")
     if entries is None:
         scan = scan_segment(seg.path, seg.name.base)
-        entries = _index_from_scan(scan, interval)
+        entries = index_entries(scan, interval)
         if not readonly:
             sparse_index.write_atomic(path, entries)
     seg.index = sparse_index.SparseIndex(entries, interval)
@@ -109,7 +109,7 @@ def _complete_seal(folder: str, seg: SegmentFile, t1: int, interval: int, warn: 
     if scan.valid_end != scan.file_size:
         cut_tail(seg.path, scan.valid_end)
     sealed = seg.name.sealed_as(t1)
-    sparse_index.write_atomic(os.path.join(folder, sealed.index_filename), _index_from_scan(scan, interval))
+    sparse_index.write_atomic(os.path.join(folder, sealed.index_filename), index_entries(scan, interval))
     new_path = os.path.join(folder, sealed.filename)
     os.rename(seg.path, new_path)
     fsutil.fsync_dir(folder)
@@ -183,7 +183,7 @@ def recover_topic(folder: str, *, readonly: bool, interval: int, warn: Warn) -> 
     if not active.sealed:
         scan = scan_segment(active.path, active.name.base)
         active.size = scan.valid_end
-        active.index = sparse_index.SparseIndex(_index_from_scan(scan, interval), interval)
+        active.index = sparse_index.SparseIndex(index_entries(scan, interval), interval)
         if scan.valid_end < scan.file_size:
             if not scan.zero_tail:
                 warn(f"{active.path}: cut at offset {active.name.base + scan.valid_end} "

@@ -37,6 +37,49 @@ def check_topic_name(name: str) -> None:
         raise ValueError(f"invalid topic name {name!r}: use 1 to 255 of A-Z, a-z, 0-9 and '-'")
 
 
+class DirectoryLock:
+    """flock(LOCK_EX) on `<data_dir>/.lock`: one writable opener at a time.
+
+    The holder's pid is written into the file so the error can name it.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        lock_path = os.path.join(path, LOCK_FILE)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StoreLockedError(
+                    f"{path} is open for writing by another process"
+                    + (f" (pid {holder})" if holder else "")
+                    + "; stop it, or open with readonly=True") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the fd drops the flock
+            self._fd = -1
+
+
+def find_data_dir(path) -> str | None:
+    """The data directory containing PATH (a dir with node.json), or None."""
+    root = os.path.abspath(path)
+    while True:
+        if os.path.exists(os.path.join(root, NODE_FILE)):
+            return root
+        parent = os.path.dirname(root)
+        if parent == root:
+            return None
+        root = parent
+
+
 class Store:
     """An open data directory. Use `lance_store.open()`."""
 
@@ -46,7 +89,7 @@ class Store:
         self.readonly = readonly
         self.config = config or StoreConfig()
         self._lock = threading.RLock()
-        self._lock_fd = -1
+        self._dir_lock: DirectoryLock | None = None
         self._topics: dict[str, Topic] = {}
         self.warnings: list[str] = []
         self.legacy = False
@@ -94,30 +137,13 @@ class Store:
             self._release_lock()
             raise
 
-    # -- locking ---------------------------------------------------------------------
-
     def _take_lock(self) -> None:
-        lock_path = os.path.join(self.path, LOCK_FILE)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise StoreLockedError(
-                    f"{self.path} is open for writing by another process"
-                    + (f" (pid {holder})" if holder else "")
-                    + "; stop it, or open with readonly=True") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        self._dir_lock = DirectoryLock(self.path)
 
     def _release_lock(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # closing the fd drops the flock
-            self._lock_fd = -1
+        if self._dir_lock is not None:
+            self._dir_lock.release()
+            self._dir_lock = None
 
     # -- node.json counters ----------------------------------------------------------
 

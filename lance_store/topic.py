@@ -23,6 +23,7 @@ from .recovery import SegmentFile, recover_topic
 from .segment import naming
 from .segment.header import BATCH_OVERHEAD, encode_batch
 from .segment.reader import (BatchView, locate, map_readonly, read_batches, read_header,
+                             scan_records_windowed,
                              scan_segment, split_batches)
 from .segment.writer import SegmentWriter
 from .sortkey import HybridClock, SortKey
@@ -365,7 +366,7 @@ class Topic:
                 recs = scanner.shift_record_offsets(scanner.scan_legacy(view), seg.name.base)
             else:
                 batches = scan_segment(seg.path, seg.name.base, length=seg.size).batches
-                recs = scanner.scan_records(view, batches)
+                recs = scan_records_windowed(mm, batches)
             sel = (recs.offset >= start) & (recs.offset < end)
             yield ScanChunk(seg.name.filename, recs.offset[sel], recs.length[sel], recs.type[sel],
                             recs.timestamp[sel], recs.key_low[sel], recs.value_pos[sel], view)

@@ -18,7 +18,7 @@ from .. import scanner
 from ..errors import OffsetError
 from .header import BATCH_OVERHEAD, BatchHeader
 
-WINDOW = 64 << 20
+WINDOW = 16 << 20
 _PAGE = mmap.PAGESIZE
 _PLEN = struct.Struct("<I")   # payload_length sits at byte 5+60 of a batch
 _COUNT = struct.Struct("<I")
@@ -60,7 +60,7 @@ def map_readonly(path, length: int | None = None):
         return mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
 
 
-def _release(mm, start: int, end: int) -> None:
+def release_pages(mm, start: int, end: int) -> None:
     # Drop the window's pages from this process (they stay in the page cache):
     # verifying a 4 GiB topic must not make the process 4 GiB large.
     lo = start - start % _PAGE
@@ -146,7 +146,7 @@ def scan_segment(path, base: int, *, length: int | None = None, window: int = WI
                             valid_end=cut, error=fault)
                         n = int(res.record_count.sum())
                     records += n
-            _release(mm, pos, end)
+            release_pages(mm, pos, end)
             if len(res.pos):
                 parts.append(_shift(res, pos))
             padding += res.padding_bytes
@@ -173,6 +173,36 @@ def scan_segment(path, base: int, *, length: int | None = None, window: int = WI
         progress(size - reported)
     return SegmentScan(path, base, size, pos, _concat(parts, base, pos, padding, error), error,
                        padding, records)
+
+
+def scan_records_windowed(mm, batches: scanner.BatchScan, window: int = WINDOW) -> scanner.RecordScan:
+    """The records of a mapped segment's batches, walked a window at a time with
+    each window's pages released afterwards (bounded RSS for any segment size)."""
+    n = len(batches.pos)
+    if n == 0:
+        return scanner.scan_records(b"", batches)
+    ends = batches.pos + np.uint64(BATCH_OVERHEAD) + batches.payload_length
+    parts, firsts = [], []
+    i = 0
+    with memoryview(mm) as view:
+        while i < n:
+            start = int(batches.pos[i])
+            j = max(i + 1, int(np.searchsorted(ends, np.uint64(start + window), side="right")))
+            part = dataclasses.replace(batches, **{c: getattr(batches, c)[i:j] for c in _COLUMNS})
+            parts.append(scanner.scan_records(view, part))
+            firsts.append(i)
+            release_pages(mm, start, int(ends[j - 1]))
+            i = j
+    if len(parts) == 1:
+        return parts[0]
+    # Batch indices come back relative to each window's slice: rebase them.
+    cols = {f: np.concatenate([getattr(p, f) for p in parts]) for f in _RECORD_COLUMNS if f != "batch"}
+    cols["batch"] = np.concatenate([p.batch + np.uint32(k) for p, k in zip(parts, firsts)])
+    skipped = np.concatenate([p.skipped_batches + np.uint32(k) for p, k in zip(parts, firsts)])
+    return dataclasses.replace(parts[0], **cols, skipped_batches=skipped)
+
+
+_RECORD_COLUMNS = ("offset", "value_pos", "length", "type", "ext_type", "timestamp", "key_low", "batch")
 
 
 def read_header(fd: int, pos: int) -> BatchHeader | None:

@@ -41,8 +41,10 @@ class SegmentWriter:
         self._lock = threading.Lock()
         self._tail = b""
         if self.direct and data_len % BLOCK:
+            # O_DIRECT reads need aligned buffers too; a plain fd reads the tail.
             start = data_len - data_len % BLOCK
-            self._tail = os.pread(self.fd, data_len - start, start)
+            with open(self.path, "rb") as f:
+                self._tail = os.pread(f.fileno(), data_len - start, start)
 
     def write(self, chunks: list, *, sync: bool = True) -> int:
         """Append the chunks; returns the new data length. Raises WriteFailedError
