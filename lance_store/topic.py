@@ -91,19 +91,24 @@ class ScanChunk:
         return [self.buffer[p:p + n] for p, n in zip(self.value_pos.tolist(), self.lengths.tolist())]
 
     def fixed_width_values(self) -> np.ndarray:
-        """Every value as one row of a 2-D uint8 view (only when all lengths are equal
-        and values are evenly spaced, as records of one fixed size are)."""
+        """Every value as one row of a 2-D uint8 array, for records of one fixed size.
+
+        A zero-copy strided view when the values are evenly spaced (one batch);
+        otherwise one vectorised gather (a copy). Raises ValueError when lengths differ.
+        """
         if len(self) == 0:
             return np.empty((0, 0), dtype=np.uint8)
         width = int(self.lengths[0])
-        steps = np.diff(self.value_pos)
-        if not (np.all(self.lengths == width) and (len(steps) == 0 or np.all(steps == steps[0]))):
-            raise ValueError("values differ in length or spacing; use value(i) or values()")
-        stride = int(steps[0]) if len(steps) else width
+        if not np.all(self.lengths == width):
+            raise ValueError("values differ in length; use value(i) or values()")
         base = np.frombuffer(self.buffer, dtype=np.uint8)
-        return np.lib.stride_tricks.as_strided(
-            base[int(self.value_pos[0]):], shape=(len(self), width), strides=(stride, 1),
-            writeable=False)
+        steps = np.diff(self.value_pos)
+        if len(steps) == 0 or np.all(steps == steps[0]):
+            stride = int(steps[0]) if len(steps) else width
+            return np.lib.stride_tricks.as_strided(
+                base[int(self.value_pos[0]):], shape=(len(self), width), strides=(stride, 1),
+                writeable=False)
+        return base[self.value_pos.astype(np.intp)[:, None] + np.arange(width, dtype=np.intp)]
 
 
 class Topic:
