@@ -368,7 +368,7 @@ class Topic:
                 continue
             view = memoryview(mm)
             if self.legacy:
-                recs = scanner.shift_record_offsets(scanner.scan_legacy(view), seg.name.base)
+                recs = scanner.scan_legacy(view, seg.name.base)
             else:
                 batches = scan_segment(seg.path, seg.name.base, length=seg.size).batches
                 recs = scan_records_windowed(mm, batches)
