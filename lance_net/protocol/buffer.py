@@ -1,0 +1,68 @@
+"""The receive buffer of a connection: bytes in arrival order, read from the front.
+
+Owns memory and positions only; it knows nothing of frames.
+
+Every byte is copied in once and moved at most O(1) times on average, whatever
+the sizes of the chunks that bring it: the storage is a bytearray whose live
+bytes are moved to the front only when the free room at the end runs out, and
+which doubles when that is not enough. It is kept between frames, because
+handing memory back and faulting it in again costs more than the copy itself.
+"""
+from __future__ import annotations
+
+from .frames import Buffer
+
+# An emptied buffer larger than this is given back, so idle connections stay small.
+KEEP_CAPACITY = 1024 * 1024
+_MIN_CAPACITY = 4096
+
+
+class ReceiveBuffer:
+    __slots__ = ("data", "start", "end", "consumed")
+
+    def __init__(self) -> None:
+        self.data = bytearray()  # live bytes are data[start:end]
+        self.start = 0
+        self.end = 0
+        self.consumed = 0        # stream bytes consumed before data[start]
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def append(self, chunk: Buffer) -> None:
+        size = len(chunk)
+        if self.end + size > len(self.data):
+            self._make_room(size)
+        self.data[self.end:self.end + size] = chunk
+        self.end += size
+
+    def _make_room(self, size: int) -> None:
+        live = self.end - self.start
+        need = live + size
+        capacity = len(self.data)
+        if need <= capacity // 2:
+            self.data[:live] = self.data[self.start:self.end]
+        else:
+            grown = bytearray(max(need, 2 * capacity, _MIN_CAPACITY))
+            grown[:live] = self.data[self.start:self.end]
+            self.data = grown
+        self.start = 0
+        self.end = live
+
+    def copy(self, offset: int, size: int) -> bytes:
+        """size bytes starting offset bytes past the front, as a new bytes object."""
+        at = self.start + offset
+        with memoryview(self.data) as view:
+            return bytes(view[at:at + size])
+
+    def consume(self, size: int) -> None:
+        self.start += size
+        self.consumed += size
+        if self.start == self.end:
+            self.start = self.end = 0
+            if len(self.data) > KEEP_CAPACITY:
+                self.data = bytearray()
+
+    def tail(self) -> bytes:
+        """Every live byte, copied."""
+        return bytes(self.data[self.start:self.end])
