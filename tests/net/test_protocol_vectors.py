@@ -18,8 +18,8 @@ from lance_net.protocol.errors import InvalidBatch
 from lance_net.protocol.ingest import validate_ingest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-# The spec lives in the repository's spec/ or in the shared/ folder beside the checkout.
-SPEC_DIRS = [ROOT / "spec", ROOT.parent / "shared" / "spec", pathlib.Path("/work/shared/spec")]
+# The spec pages and their vectors live in the repository's spec/.
+SPEC_DIRS = [ROOT / "spec"]
 
 
 def _spec_file(name):

@@ -12,7 +12,7 @@ from lance_store.records import JSON, encode
 from lance_store.segment.header import BatchHeader, encode_batch
 from lance_store.sortkey import SortKey
 
-SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "spec"
+SPEC = Path(__file__).resolve().parents[2] / "spec"
 VECTORS = json.loads((SPEC / "format_vectors.json").read_text())
 TS = 1706918400000000000
 

@@ -23,7 +23,7 @@ from lance_store.segment.header import BatchHeader
 from lance_store.scanner import Fault, ScanError, Scanner, value_at, values
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-VECTORS = json.loads((pathlib.Path("/work/shared/spec/format_vectors.json")).read_text())
+VECTORS = json.loads((pathlib.Path(__file__).resolve().parents[2] / "spec" / "format_vectors.json").read_text())
 # Both kernels, unless LANCE_NO_EXTENSIONS keeps the C one out (see the first test).
 IMPLEMENTATIONS = sorted(scanner_module.KERNELS)
 FORCED_PYTHON = os.environ.get("LANCE_NO_EXTENSIONS", "") not in ("", "0")
