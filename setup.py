@@ -5,7 +5,7 @@ Everything else about the distribution lives in pyproject.toml.
 import os
 import sys
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,4 +18,8 @@ if os.path.exists("/usr/include/liburing.h") and os.path.exists(
 ):
     CFFI_MODULES.append("lance_store/uring/build_uring.py:ffi")
 
-setup(cffi_modules=CFFI_MODULES)
+# The TLV encoder uses the CPython API directly: it walks a list of bytes
+# objects, which cffi cannot do without a Python-level loop.
+EXTENSIONS = [Extension("lance_store._native._encode", ["lance_store/_native/encode.c"])]
+
+setup(cffi_modules=CFFI_MODULES, ext_modules=EXTENSIONS)

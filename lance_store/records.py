@@ -5,6 +5,7 @@ module only builds payloads and walks small ones.
 """
 from __future__ import annotations
 
+import os
 import struct
 from itertools import chain, repeat
 from dataclasses import dataclass
@@ -94,6 +95,62 @@ def encode_uniform(values: Sequence[bytes], rtype: int = RAW) -> tuple[bytes, in
         _check(rtype, lengths[bad], bad)
     headers = map(_TL.pack, repeat(rtype), lengths)
     return b"".join(chain.from_iterable(zip(headers, values))), len(lengths)
+
+
+def _encoded_size_py(values: Sequence) -> int:
+    lengths = list(map(len, values))
+    if lengths and max(lengths) > MAX_VALUE_LEN:
+        bad = next(i for i, n in enumerate(lengths) if n > MAX_VALUE_LEN)
+        raise InvalidRecordError(f"record {bad}: value of {lengths[bad]} bytes exceeds the "
+                                 f"{MAX_VALUE_LEN}-byte limit")
+    return HEADER_LEN * len(lengths) + sum(lengths)
+
+
+def _encode_into_py(values: Sequence, rtype: int, out, pos: int) -> int:
+    """Reference twin of the C encoder: TLV records of one type written into `out` at `pos`."""
+    if not 0 <= rtype <= 0xFC:
+        raise InvalidRecordError(f"record type 0x{rtype:X} cannot be encoded as a plain record")
+    view = memoryview(out).cast("B")
+    for i, v in enumerate(values):
+        if not isinstance(v, (bytes, bytearray, memoryview)):
+            raise TypeError(f"record {i} is not bytes-like ({type(v).__name__})")
+        n = len(v)
+        if n > MAX_VALUE_LEN:
+            raise InvalidRecordError(f"record {i}: value of {n} bytes exceeds the {MAX_VALUE_LEN}-byte limit")
+        if len(view) - pos < HEADER_LEN + n:
+            raise BufferError(f"record {i} does not fit: {len(view) - pos} bytes left at {pos}")
+        _TL.pack_into(view, pos, rtype, n)
+        view[pos + HEADER_LEN:pos + HEADER_LEN + n] = v
+        pos += HEADER_LEN + n
+    return pos
+
+
+def _load_encoder():
+    if os.environ.get("LANCE_NO_EXTENSIONS", "") not in ("", "0"):
+        return _encoded_size_py, _encode_into_py, "python"
+    try:
+        from ._native import _encode
+    except ImportError:
+        return _encoded_size_py, _encode_into_py, "python"
+
+    def size(values):
+        try:
+            return _encode.encoded_size(values)
+        except ValueError as exc:
+            raise InvalidRecordError(str(exc)) from None
+
+    def into(values, rtype, out, pos):
+        try:
+            return _encode.encode_into(values, rtype, out, pos)
+        except ValueError as exc:
+            raise InvalidRecordError(str(exc)) from None
+
+    return size, into, "c"
+
+
+# encoded_size(values) and encode_into(values, type, out, pos): the C encoder
+# when built, else its Python twin (LANCE_NO_EXTENSIONS=1 forces the twin).
+encoded_size, encode_into, ENCODER = _load_encoder()
 
 
 def padding(n: int) -> bytes:

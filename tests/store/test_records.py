@@ -44,3 +44,35 @@ def test_padding_record_has_the_exact_size():
     assert padding(5) == bytes([PADDING]) + bytes(4)
     with pytest.raises(ValueError):
         padding(4)
+
+
+@pytest.fixture(params=["c", "python"])
+def encoder(request):
+    from lance_store import records
+    if request.param == "c":
+        if records.ENCODER != "c":
+            pytest.fail("the C encoder is not built (pip install -e . builds it)")
+        return records.encoded_size, records.encode_into
+    return records._encoded_size_py, records._encode_into_py
+
+
+def test_encode_into_matches_encode(encoder):
+    size, into = encoder
+    values = [b"", b"a", bytearray(b"bc"), memoryview(b"def"), bytes(300)]
+    want, _ = encode([(0x10, bytes(v)) for v in values])
+    assert size(values) == len(want)
+    out = bytearray(len(want) + 7)
+    assert into(values, 0x10, out, 7) == len(out)
+    assert bytes(out[7:]) == want
+
+
+def test_encode_into_refuses_what_does_not_fit(encoder):
+    size, into = encoder
+    with pytest.raises(BufferError, match="record 1"):
+        into([b"ab", b"cd"], 0, bytearray(12), 0)
+    with pytest.raises(InvalidRecordError, match="type"):
+        into([b"x"], PADDING, bytearray(10), 0)
+    with pytest.raises(TypeError, match="record 0"):
+        into(["text"], 0, bytearray(10), 0)
+    with pytest.raises(InvalidRecordError, match="record 0"):
+        size([bytes(MAX_VALUE_LEN + 1)])
