@@ -79,6 +79,7 @@ class ScanChunk:
     key_low: np.ndarray      # SortKey low word
     value_pos: np.ndarray    # where each value starts in `buffer`
     buffer: memoryview = field(repr=False)
+    ext_types: np.ndarray | None = None   # ext_type of 0xFF records, 0 for the others
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -349,7 +350,7 @@ class Topic:
         for chunk in self.scan(start, end):
             for i in range(len(chunk)):
                 yield Record(int(chunk.offsets[i]), SortKey(int(chunk.timestamps[i]), int(chunk.key_low[i])),
-                             int(chunk.types[i]), bytes(chunk.value(i)))
+                             int(chunk.types[i]), bytes(chunk.value(i)), int(chunk.ext_types[i]))
 
     def scan(self, start: int | None = None, end: int | None = None) -> Iterator[ScanChunk]:
         """One chunk per segment of the records in [start, end), as numpy arrays.
@@ -374,7 +375,8 @@ class Topic:
                 recs = scan_records_windowed(mm, batches)
             sel = (recs.offset >= start) & (recs.offset < end)
             yield ScanChunk(seg.name.filename, recs.offset[sel], recs.length[sel], recs.type[sel],
-                            recs.timestamp[sel], recs.key_low[sel], recs.value_pos[sel], view)
+                            recs.timestamp[sel], recs.key_low[sel], recs.value_pos[sel], view,
+                            recs.ext_type[sel])
             _close_map(view, mm)
 
     def offset_for_time(self, ts_ns: int) -> int:
