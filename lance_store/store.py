@@ -102,20 +102,22 @@ class Store:
                 raise LanceError(f"{self.path}: no such data directory"
                                  + ("" if readonly else " (pass create=True to make one)"))
             os.makedirs(self.path)
-        if not readonly:
+        has_node = os.path.exists(node_path)
+        upstream = not has_node and os.path.isdir(os.path.join(self.path, SEGMENTS)) and bool(
+            os.listdir(os.path.join(self.path, SEGMENTS)))
+        if upstream and not readonly:
+            # Refused before the lock is taken: an upstream directory is never written, not even .lock.
+            raise ReadOnlyError(f"{self.path}: has segments but no {NODE_FILE} (an upstream "
+                                "data directory); open it with readonly=True")
+        if not readonly and (has_node or create):
             self._take_lock()
         try:
-            if os.path.exists(node_path):
+            if has_node:
                 self.node = fsutil.read_json(node_path)
                 if self.node.get("format") != FORMAT_VERSION:
                     raise LanceError(f"{node_path}: format {self.node.get('format')!r} is not "
                                      f"{FORMAT_VERSION}; this version cannot open it")
-            elif os.path.isdir(os.path.join(self.path, SEGMENTS)) and os.listdir(
-                    os.path.join(self.path, SEGMENTS)):
-                # An upstream directory: readable, never written.
-                if not readonly:
-                    raise ReadOnlyError(f"{self.path}: has segments but no {NODE_FILE} (an upstream "
-                                        "data directory); open it with readonly=True")
+            elif upstream:
                 self.legacy = True
                 self.node = {"format": FORMAT_VERSION, "cluster_id": "", "node_id": node_id,
                              "next_topic_id": 1, "next_producer_id": 1}
