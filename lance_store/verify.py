@@ -137,6 +137,10 @@ def _check_index(report: VerifyReport, idx_path: str, scan: SegmentScan) -> None
     except ValueError as exc:
         report.add(DAMAGE, idx_path, str(exc))
         return
+    if scan.valid_end < scan.file_size:
+        # Entries past the first invalid batch cannot be checked (that damage is
+        # reported on its own); judging them by the cut scan would condemn a good index.
+        entries = entries[np.asarray(entries["offset"]) < scan.end_offset]
     b = scan.batches
     if not len(entries):
         if len(b.pos):
@@ -238,9 +242,11 @@ def verify_topic(report: VerifyReport, folder: str, *, progress: Progress | None
         seg = verify_segment(report, path, seg_name, base=base, progress=progress)
         if topic.segments and not seg_name.legacy:
             prev = topic.segments[-1]
-            if prev.end_offset != seg.first_offset:
+            # A sealed segment spans its whole file in offset space, damaged or not.
+            prev_end = prev.first_offset + prev.file_size if prev.status == "sealed" else prev.end_offset
+            if prev_end != seg.first_offset:
                 report.add(DAMAGE, path, "offset gap between segments", seg.first_offset,
-                           prev.end_offset, seg.first_offset)
+                           prev_end, seg.first_offset)
         legacy_base = seg.end_offset
         topic.segments.append(seg)
     return topic
