@@ -19,8 +19,10 @@ from rich.table import Table
 from .errors import LanceError
 from .settings import ConfigError
 
-console = Console()
-err_console = Console(stderr=True)
+# Soft wrap: a finding or an error stays one line (paths intact) in pipes and logs,
+# where the console would otherwise wrap at 80 columns.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def handle_errors(fn: Callable) -> Callable:
