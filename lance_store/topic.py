@@ -17,12 +17,12 @@ import numpy as np
 
 from . import fsutil, scanner
 from . import index as sparse_index
-from .errors import OffsetError, ReadOnlyError, WriteFailedError
+from .errors import CorruptionError, OffsetError, ReadOnlyError, WriteFailedError
 from .records import RAW, Record, encode, encode_uniform
-from .recovery import SegmentFile, recover_topic
+from .recovery import SegmentFile, TopicState, cut_tail, recover_topic
 from .segment import naming
 from .segment.header import BATCH_OVERHEAD, encode_batch
-from .segment.reader import (BatchView, locate, map_readonly, read_batches, read_header,
+from .segment.reader import (BatchView, locate, map_readonly, read_batches, read_unit,
                              scan_records_windowed,
                              scan_segment, split_batches)
 from .segment.writer import SegmentWriter
@@ -132,14 +132,7 @@ class Topic:
         self.producers: dict[int, tuple[int, int]] = {}  # producer_id -> (last seq, batch offset)
         state = recover_topic(folder, readonly=readonly, interval=self.config.index_interval_bytes,
                               warn=self._warn)
-        self.segments: list[SegmentFile] = state.segments
-        self.legacy = state.legacy
-        for pid, seq, off in state.producers:
-            self.producers[pid] = (seq, off)
-        if state.newest is not None:
-            self.clock.observe(*state.newest)
-        self._bases = [s.name.base for s in self.segments]
-        self._high = self.segments[-1].end if self.segments else 0
+        self._adopt(state)
         if not readonly and not self.legacy:
             self._open_writer()
 
@@ -148,6 +141,16 @@ class Topic:
     def _warn(self, msg: str) -> None:
         self.warnings.append(msg)
         log.warning("%s", msg)
+
+    def _adopt(self, state: TopicState) -> None:
+        """Take the segments and producer sequences a recovery scan found."""
+        self.segments: list[SegmentFile] = state.segments
+        self.legacy = state.legacy
+        self.producers = {pid: (seq, off) for pid, seq, off in state.producers}
+        if state.newest is not None:
+            self.clock.observe(*state.newest)
+        self._bases = [s.name.base for s in self.segments]
+        self._high = self.segments[-1].end if self.segments else 0
 
     def _open_writer(self) -> None:
         active = self.segments[-1]
@@ -262,19 +265,112 @@ class Topic:
             if self._writer:
                 self._writer.sync()
 
+    # -- replicated writes (L3 followers) ----------------------------------------------
+
+    def append_raw(self, data, expected_offset: int, *, sync: bool = True) -> int:
+        """Write whole batches exactly as another node stored them; returns the new high watermark.
+
+        `data` must start at `expected_offset`, which must be the high watermark, and be
+        nothing but valid batches (checked with the scanner before a byte is written).
+        """
+        with self._lock:
+            self._check_writable()
+            if expected_offset != self._high:
+                raise OffsetError("INVALID_OFFSET", f"replicated write at {expected_offset}: "
+                                  f"topic {self.name!r} ends at {self._high}",
+                                  low=self.low_watermark, high=self._high)
+            if not len(data):
+                return self._high
+            scan = scanner.scan_batches(data, expected_offset)
+            if scan.error is not None or scan.valid_end != len(data):
+                raise CorruptionError(f"replicated data for topic {self.name!r}",
+                                      expected_offset + scan.valid_end,
+                                      str(scan.error or "trailing bytes"),
+                                      f"{len(data)} bytes of batches", f"{scan.valid_end} valid")
+            pending = list(zip(scan.base_offset.tolist(), scan.first_ts.tolist(),
+                               scan.first_key.tolist()))
+            self._write([data], pending, expected_offset + len(data), sync)
+            live = scan.producer_id != 0
+            for pid, seq, off in zip(scan.producer_id[live].tolist(), scan.producer_seq[live].tolist(),
+                                     scan.base_offset[live].tolist()):
+                self.producers[pid] = (seq, off)
+            if len(scan):
+                self.clock.observe(int(scan.last_ts[-1]), int(scan.first_key[-1]),
+                                   int(scan.record_count[-1]))
+            return self._high
+
+    def name_active(self, t0: int) -> SegmentFile:
+        """Give the empty active segment the start time `t0` (a follower takes its leader's names)."""
+        with self._lock:
+            self._check_writable()
+            seg = self.active
+            if seg.name.t0 == t0:
+                return seg
+            if seg.size:
+                raise ValueError(f"{seg.path}: holds {seg.size} bytes; only an empty active "
+                                 "segment can be renamed")
+            self._writer.close()
+            self._writer = None
+            self._close_read_fd(seg.path)
+            new_name = naming.active(seg.name.base, t0)
+            new_path = os.path.join(self.folder, new_name.filename)
+            os.rename(seg.path, new_path)
+            fsutil.fsync_dir(self.folder)
+            seg.name, seg.path = new_name, new_path
+            self._open_writer()
+            return seg
+
+    def truncate_to(self, offset: int) -> int:
+        """Cut the active segment back to `offset`, a batch boundary inside it; returns the bytes cut.
+
+        An L3 follower drops what its leader's log does not hold (FORMAT.md section 10).
+        Sealed segments are never written, so `offset` below the active segment's base
+        raises OffsetError.
+        """
+        with self._lock:
+            self._check_writable()
+            seg = self.active
+            if offset == self._high:
+                return 0
+            if offset < seg.name.base or offset > self._high:
+                raise OffsetError("OFFSET_OUT_OF_RANGE", f"truncate to {offset}: the active segment "
+                                  f"{seg.name.filename} holds [{seg.name.base}, {self._high})",
+                                  low=seg.name.base, high=self._high)
+            keep = offset - seg.name.base
+            if scan_segment(seg.path, seg.name.base, length=keep).valid_end != keep:
+                raise OffsetError("INVALID_OFFSET", f"truncate to {offset}: not a batch boundary "
+                                  f"in {seg.name.filename}", low=self.low_watermark, high=self._high)
+            cut = self._high - offset
+            self._writer.close()
+            self._writer = None
+            self._close_read_fd(seg.path)
+            cut_tail(seg.path, keep)
+            self._adopt(recover_topic(self.folder, readonly=False,
+                                      interval=self.config.index_interval_bytes, warn=self._warn))
+            self._open_writer()
+            return cut
+
     # -- sealing ---------------------------------------------------------------------
 
-    def seal_active(self) -> SegmentFile | None:
-        """Seal the active segment (if it holds data) and start a new one."""
+    def seal_active(self, t1: int | None = None) -> SegmentFile | None:
+        """Seal the active segment (if it holds data) and start a new one.
+
+        `t1` names the sealed segment (a follower seals with its leader's `t1`); by default
+        it is the current time.
+        """
         with self._lock:
             self._check_writable()
             if self.active.size == 0:
                 return None
-            return self._seal_locked()
+            if t1 is not None and t1 <= self.active.name.t0:
+                raise ValueError(f"seal of {self.active.name.filename}: t1 {t1} is not after "
+                                 f"t0 {self.active.name.t0}")
+            return self._seal_locked(t1)
 
-    def _seal_locked(self) -> SegmentFile:
+    def _seal_locked(self, t1: int | None = None) -> SegmentFile:
         seg = self.active
-        t1 = max(time.time_ns(), seg.name.t0 + 1)
+        if t1 is None:
+            t1 = max(time.time_ns(), seg.name.t0 + 1)
         sealed_name = seg.name.sealed_as(t1)
         self._writer.finish()
         self._writer = None
@@ -392,12 +488,12 @@ class Topic:
             off = seg.name.base if start is None else start
             fd = self._read_fd(seg)
             while off < seg.end:
-                hdr = read_header(fd, off - seg.name.base)
-                if hdr is None:
+                hdr, size = read_unit(fd, off - seg.name.base)
+                if size == 0:
                     break
-                if hdr.last_timestamp_ns >= ts_ns:
+                if hdr is not None and hdr.last_timestamp_ns >= ts_ns:
                     return off
-                off = hdr.end_offset
+                off += size
         return high
 
     # -- retention -------------------------------------------------------------------
