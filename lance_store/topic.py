@@ -13,15 +13,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
+import crc32c
 import numpy as np
 
 from . import fsutil, scanner
 from . import index as sparse_index
 from .errors import CorruptionError, OffsetError, ReadOnlyError, WriteFailedError
-from .records import RAW, Record, encode, encode_uniform
+from .records import RAW, Record, encode, encode_into, encode_uniform, encoded_size
 from .recovery import SegmentFile, TopicState, cut_tail, recover_topic
 from .segment import naming
-from .segment.header import BATCH_OVERHEAD, encode_batch
+from .segment.header import BATCH_OVERHEAD, BatchHeader, encode_batch
 from .segment.reader import (BatchView, locate, map_readonly, read_batches, read_unit,
                              scan_records_windowed,
                              scan_segment, split_batches)
@@ -198,67 +199,133 @@ class Topic:
     def append(self, records: Sequence, *, timestamp_ns: int | None = None,
                record_type: int = RAW, producer_id: int = 0, producer_seq: int = 0) -> AppendResult:
         """Append one batch; returns once it is durable."""
-        payload, count = _encode(records, record_type)
-        return self.append_encoded([BatchSpec(payload, count, timestamp_ns, producer_id, producer_seq)])[0]
+        batch = _Values(records, record_type, timestamp_ns, producer_id, producer_seq)
+        return self._append([batch], sync=True)[0]
 
     def append_many(self, batches: Sequence[Sequence], *, record_type: int = RAW) -> list[AppendResult]:
         """Append several batches with one write and one sync (group commit)."""
-        specs = []
-        for recs in batches:
-            payload, count = _encode(recs, record_type)
-            specs.append(BatchSpec(payload, count))
-        return self.append_encoded(specs)
+        return self._append([_Values(recs, record_type) for recs in batches], sync=True)
 
     def append_encoded(self, specs: Sequence[BatchSpec], *, sync: bool = True) -> list[AppendResult]:
         """Append pre-encoded TLV payloads as batches, durable on return."""
-        for spec in specs:
-            if spec.record_count <= 0:
-                raise ValueError("a batch needs at least one record")
+        return self._append(specs, sync=sync)
+
+    def _append(self, items: Sequence, *, sync: bool) -> list[AppendResult]:
+        """Encode every batch straight into pooled aligned buffers and write the
+        group with as few requests as the buffers allow, then one sync."""
+        sizes = [_payload_size(it) for it in items]   # validates before a byte is written
         with self._lock:
             self._check_writable()
             results: list[AppendResult] = []
-            chunks: list = []
             pending: list[tuple[int, int, int]] = []
             cursor = self._high
-            seg = self.active
-            for spec in specs:
-                size = BATCH_OVERHEAD + len(spec.payload)
-                if seg.size + (cursor - self._high) > 0 and \
-                        (cursor - seg.name.base) + size > self.config.segment_max_bytes:
-                    self._write(chunks, pending, cursor, sync)
-                    chunks, pending = [], []
-                    self._seal_locked()
-                    seg = self.active
-                ts, low = self.clock.stamp(spec.record_count, spec.timestamp_ns)
-                hdr_bytes, hdr = encode_batch(
-                    spec.payload, spec.record_count, base_offset=cursor,
-                    first_timestamp_ns=ts, first_key_low=low,
-                    producer_id=spec.producer_id, producer_seq=spec.producer_seq)
-                chunks.append(hdr_bytes)
-                chunks.append(spec.payload)
-                pending.append((cursor, ts, low))
-                if spec.producer_id:
-                    self.producers[spec.producer_id] = (spec.producer_seq, cursor)
-                results.append(AppendResult(cursor, cursor + size, spec.record_count, ts, low))
-                cursor += size
-            self._write(chunks, pending, cursor, sync)
+            limit = self.config.segment_max_bytes
+            g = self._writer.begin()
+            try:
+                for it, plen in zip(items, sizes):
+                    size = BATCH_OVERHEAD + plen
+                    base = self.active.name.base
+                    if cursor > base and cursor - base + size > limit:
+                        g = self._commit(g, pending, cursor, sync=True)
+                        pending = []
+                        self._release_group(g)
+                        self._seal_locked()
+                        g = self._writer.begin()
+                    if g is _BIG:
+                        g = self._writer.begin()
+                    if size > g.room:
+                        g = self._flush(g, size)
+                    count = it.record_count if isinstance(it, BatchSpec) else len(it.values)
+                    ts, low = self.clock.stamp(count, it.timestamp_ns)
+                    hdr = self._encode_into(g, it, plen, count, cursor, ts, low)
+                    pending.append((cursor, ts, low))
+                    if hdr.producer_id:
+                        self.producers[hdr.producer_id] = (hdr.producer_seq, cursor)
+                    results.append(AppendResult(cursor, cursor + size, count, ts, low))
+                    cursor += size
+                self._release_group(self._commit(g, pending, cursor, sync=sync))
+            except BaseException:
+                self._release_group(g)
+                if self._writer is not None and self._writer.data_len != self.active.size:
+                    self._failed = self._failed or "a group was cut short by an error"
+                raise
             return results
 
-    def _write(self, chunks: list, pending: list, cursor: int, sync: bool) -> None:
-        if not chunks:
-            return
+    def _encode_into(self, g, it, plen: int, count: int, cursor: int, ts: int, low: int):
+        """One batch at the end of the group buffer: records, then its header in front."""
+        if g is _BIG:
+            payload = it.payload if isinstance(it, BatchSpec) else _encode(it.values, it.record_type)[0]
+            hdr_bytes, hdr = encode_batch(payload, count, base_offset=cursor, first_timestamp_ns=ts,
+                                          first_key_low=low, producer_id=it.producer_id,
+                                          producer_seq=it.producer_seq)
+            self._writer.write([hdr_bytes, payload], sync=False)
+            return hdr
+        start = g.fill
+        g.fill += BATCH_OVERHEAD
+        if isinstance(it, BatchSpec):
+            g.put(it.payload)
+        elif it.encoded is not None:
+            g.put(it.encoded)
+        else:
+            g.fill = encode_into(it.values, it.record_type, g.buf, g.fill)
+        payload = g.view[start + BATCH_OVERHEAD:g.fill]
+        hdr = BatchHeader(cursor, ts, low, ts, count, plen, crc32c.crc32c(payload),
+                          it.producer_id, it.producer_seq)
+        payload.release()
+        g.view[start:start + BATCH_OVERHEAD] = hdr.pack()
+        return hdr
+
+    def _flush(self, g, size: int):
+        """Make room for a batch of `size` bytes: write what the buffer holds
+        (unsynced; the group's final write carries the sync). A batch larger than
+        a whole buffer is written on its own, through the chunked path."""
+        if g is not _BIG and g.has_data:
+            self._writer.commit(g, sync=False)
+            g = self._writer.begin()
+        if g is not _BIG and size <= g.room:
+            return g
+        if g is not _BIG:
+            self._writer.release(g)
+        return _BIG
+
+    def _commit(self, g, pending: list, cursor: int, *, sync: bool):
+        """Write the group's last buffer (with the sync), then publish its batches."""
         try:
-            self._writer.write(chunks, sync=sync)
+            if g is _BIG:
+                if sync:
+                    self._writer.sync()
+            else:
+                self._writer.commit(g, sync=sync)
         except WriteFailedError as exc:
             # Nothing of this group is acknowledged; the bytes past the high
             # watermark are cut by recovery, so the topic stops taking writes.
             self._failed = str(exc)
             raise
+        self._publish(pending, cursor)
+        return None
+
+    def _release_group(self, g) -> None:
+        if g is not None and g is not _BIG:
+            self._writer.release(g)
+
+    def _publish(self, pending: list, cursor: int) -> None:
+        """Batches became durable: index them and move the high watermark."""
         seg = self.active
         for off, ts, low in pending:
             seg.index.note_batch(off, ts, low)
         seg.size = cursor - seg.name.base
         self._high = cursor
+
+    def _write(self, chunks: list, pending: list, cursor: int, sync: bool) -> None:
+        """Bytes that are already whole batches (replicated data): write and publish."""
+        if not chunks:
+            return
+        try:
+            self._writer.write(chunks, sync=sync)
+        except WriteFailedError as exc:
+            self._failed = str(exc)
+            raise
+        self._publish(pending, cursor)
 
     def sync(self) -> None:
         with self._lock:
@@ -547,6 +614,42 @@ class Topic:
 
     def __repr__(self) -> str:
         return f"Topic({self.name!r}, id={self.id}, low={self.low_watermark}, high={self._high})"
+
+
+@dataclass(slots=True)
+class _Values:
+    """A batch given as a list of records (the library's append path)."""
+
+    values: Sequence
+    record_type: int = RAW
+    timestamp_ns: int | None = None
+    producer_id: int = 0
+    producer_seq: int = 0
+    encoded: bytes | None = None   # set when the records need the general encoder
+
+
+class _Big:
+    """Marks a batch larger than a pooled buffer: written through the chunked path."""
+
+
+_BIG = _Big()
+
+
+def _payload_size(it) -> int:
+    if isinstance(it, BatchSpec):
+        if it.record_count <= 0:
+            raise ValueError("a batch needs at least one record")
+        return len(it.payload)
+    if not len(it.values):
+        raise ValueError("a batch needs at least one record")
+    if isinstance(it.values[0], tuple) or it.record_type > 0xFC:
+        it.encoded, _ = encode(it.values, it.record_type)
+        return len(it.encoded)
+    try:
+        return encoded_size(it.values)
+    except TypeError:  # (type, value) pairs further on: the general encoder takes them
+        it.encoded, _ = encode(it.values, it.record_type)
+        return len(it.encoded)
 
 
 def _encode(records: Sequence, record_type: int) -> tuple[bytes, int]:

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import scanner
 from ..errors import OffsetError
+from ..records import HEADER_LEN, PADDING
 from .header import BATCH_OVERHEAD, BatchHeader
 
 WINDOW = 16 << 20
@@ -205,29 +206,39 @@ def scan_records_windowed(mm, batches: scanner.BatchScan, window: int = WINDOW) 
 _RECORD_COLUMNS = ("offset", "value_pos", "length", "type", "ext_type", "timestamp", "key_low", "batch")
 
 
-def read_header(fd: int, pos: int) -> BatchHeader | None:
+def read_unit(fd: int, pos: int) -> tuple[BatchHeader | None, int]:
+    """The batch header at file position `pos` (None for a padding record) and
+    the unit's size; (None, 0) past the data."""
     raw = os.pread(fd, BATCH_OVERHEAD, pos)
-    if len(raw) < BATCH_OVERHEAD:
-        return None
-    return BatchHeader.unpack(raw)
+    if len(raw) < HEADER_LEN or (raw[0] != PADDING and len(raw) < BATCH_OVERHEAD):
+        return None, 0
+    size = _unit(raw, 0)[0]
+    return (None if raw[0] == PADDING else BatchHeader.unpack(raw)), size
+
+
+def _unit(data, pos: int) -> tuple[int, int]:
+    """(size, records) of the batch or padding record at `pos` (a valid boundary)."""
+    if data[pos] == PADDING:
+        return HEADER_LEN + _PLEN.unpack_from(data, pos + 1)[0], 0
+    return BATCH_OVERHEAD + _PLEN.unpack_from(data, pos + 65)[0], _COUNT.unpack_from(data, pos + 61)[0]
 
 
 def locate(fd: int, base: int, from_offset: int, target: int) -> None:
-    """Walk batch headers from a known batch start up to `target`; raise
-    INVALID_OFFSET when `target` falls inside a batch."""
+    """Walk batch headers (and padding) from a known batch start up to `target`;
+    raise INVALID_OFFSET when `target` falls inside a batch."""
     off = from_offset
     while off < target:
-        hdr = read_header(fd, off - base)
-        if hdr is None:
+        raw = os.pread(fd, BATCH_OVERHEAD, off - base)
+        if len(raw) < HEADER_LEN:
             break
-        off = hdr.end_offset
+        off += _unit(raw, 0)[0]
     if off != target:
         raise OffsetError("INVALID_OFFSET", f"not a batch boundary: offset {target}")
 
 
 def read_batches(fd: int, base: int, data_end: int, offset: int, max_bytes: int) -> tuple[bytes, int, int]:
-    """Whole batches starting at `offset` (a batch start), at most `max_bytes`
-    unless the first batch alone is larger; returns (data, next_offset, records)."""
+    """Whole batches (and padding between them) starting at `offset`, at most
+    `max_bytes` unless the first batch alone is larger; returns (data, next_offset, records)."""
     avail = data_end - offset
     if avail <= 0:
         return b"", offset, 0
@@ -236,15 +247,19 @@ def read_batches(fd: int, base: int, data_end: int, offset: int, max_bytes: int)
     pos = 0
     records = 0
     n = len(data)
-    while pos + BATCH_OVERHEAD <= n:
-        plen = _PLEN.unpack_from(data, pos + 65)[0]
-        size = BATCH_OVERHEAD + plen
-        if pos + size > n:
+    # The walk is per batch (not per record), over bytes already in memory.
+    while pos + HEADER_LEN <= n:
+        if data[pos] != PADDING and pos + BATCH_OVERHEAD > n:
+            size = None
+        else:
+            size, count = _unit(data, pos)
+        if size is None or pos + size > n:
             if pos == 0:  # the first batch alone is larger than max_bytes: send it whole
-                data = os.pread(fd, size, offset - base)
-                return data, offset + size, _COUNT.unpack_from(data, 61)[0]
+                head = os.pread(fd, BATCH_OVERHEAD, offset - base)
+                size, count = _unit(head, 0)
+                return os.pread(fd, size, offset - base), offset + size, count
             break
-        records += _COUNT.unpack_from(data, pos + 61)[0]
+        records += count
         pos += size
     if pos == 0:
         return b"", offset, 0
@@ -268,12 +283,14 @@ class BatchView:
 
 
 def split_batches(data: bytes) -> list[BatchView]:
+    """The batches of a run read by read_batches (padding between them skipped)."""
     out = []
     pos = 0
     while pos < len(data):
-        hdr = BatchHeader.unpack(data, pos)
-        out.append(BatchView(hdr, data[pos:pos + hdr.size]))
-        pos += hdr.size
+        size, _ = _unit(data, pos)
+        if data[pos] != PADDING:
+            out.append(BatchView(BatchHeader.unpack(data, pos), data[pos:pos + size]))
+        pos += size
     return out
 
 

@@ -1,8 +1,10 @@
-"""The active segment's writer: appends bytes through a write backend.
+"""The active segment's writer: groups of batches through a write backend.
 
 It owns the file's data length and the partial last 4 KiB block, which it keeps
 in memory and rewrites with the next group (O_DIRECT writes whole blocks), so
 that past the data the file holds only zeros until the segment is sealed.
+Batches are encoded straight into a pooled aligned buffer (a `GroupBuffer`) and
+each group reaches the disk as one write.
 """
 from __future__ import annotations
 
@@ -30,6 +32,42 @@ def open_for_append(path, *, direct: bool, create: bool) -> tuple[int, bool]:
     return os.open(path, flags, 0o644), False
 
 
+class GroupBuffer:
+    """One group of batches being built in a pooled buffer.
+
+    `buf[0:fill]` goes to the file at `file_pos`; with O_DIRECT it starts with
+    the segment's partial last block, so the write covers whole blocks.
+    """
+
+    __slots__ = ("buf", "view", "fill", "head", "file_pos", "size")
+
+    def __init__(self, buf, fill: int, file_pos: int):
+        self.buf = buf
+        self.view = memoryview(buf)
+        self.fill = self.head = fill
+        self.file_pos = file_pos
+        self.size = len(buf)
+
+    @property
+    def has_data(self) -> bool:
+        """Whether the group holds new bytes (beyond the rewritten tail block)."""
+        return self.fill > self.head
+
+    @property
+    def room(self) -> int:
+        return self.size - self.fill
+
+    @property
+    def data_end(self) -> int:
+        """Segment data length once this group is written."""
+        return self.file_pos + self.fill
+
+    def put(self, data) -> None:
+        n = len(data)
+        self.buf[self.fill:self.fill + n] = data
+        self.fill += n
+
+
 class SegmentWriter:
     def __init__(self, path, data_len: int, backend: WriteBackend, pool: BufferPool,
                  *, create: bool = False):
@@ -46,52 +84,66 @@ class SegmentWriter:
             with open(self.path, "rb") as f:
                 self._tail = os.pread(f.fileno(), data_len - start, start)
 
-    def write(self, chunks: list, *, sync: bool = True) -> int:
-        """Append the chunks; returns the new data length. Raises WriteFailedError
-        (with nothing acknowledged) when the kernel refuses."""
+    # -- groups ----------------------------------------------------------------------
+
+    def begin(self) -> GroupBuffer:
+        """A pooled buffer for the next group (waits while every buffer is on loan)."""
+        buf = self.pool.take()
+        if not self.direct:
+            return GroupBuffer(buf, 0, self.data_len)
+        g = GroupBuffer(buf, len(self._tail), self.data_len - len(self._tail))
+        buf[:len(self._tail)] = self._tail
+        return g
+
+    def release(self, g: GroupBuffer) -> None:
+        """Give the buffer back to the pool (once, however often it is called)."""
+        if g.buf is not None:
+            g.view.release()
+            self.pool.give(g.buf)
+            g.buf = None
+
+    def commit(self, g: GroupBuffer, *, sync: bool) -> int:
+        """Write the group (one request) and return the new data length; the
+        buffer goes back to the pool. Raises WriteFailedError on a kernel error."""
         with self._lock:
             try:
                 if self.direct:
-                    self._write_direct(chunks, sync)
+                    aligned = align_up(g.fill)
+                    g.buf[g.fill:aligned] = bytes(aligned - g.fill)
+                    self.backend.write(self.fd, g.file_pos, [g.view[:aligned]], sync=sync)
+                    last_block = g.fill - g.fill % BLOCK
+                    self._tail = bytes(g.buf[last_block:g.fill])
                 else:
-                    self.backend.write(self.fd, self.data_len, chunks, sync=False)
+                    self.backend.write(self.fd, g.file_pos, [g.view[:g.fill]], sync=False)
                     if sync:
                         self.backend.sync(self.fd)
-                    self.data_len += sum(len(c) for c in chunks)
+                self.data_len = g.data_end
             except OSError as exc:
-                raise WriteFailedError(self.path, self.data_len, exc) from exc
+                raise WriteFailedError(self.path, g.file_pos, exc) from exc
+            finally:
+                self.release(g)
             return self.data_len
 
-    def _write_direct(self, chunks: list, sync: bool) -> None:
-        total = len(self._tail) + sum(len(c) for c in chunks)
-        file_pos = self.data_len - len(self._tail)
-        end_len = self.data_len + total - len(self._tail)
-        size = self.pool.size
-        buf = self.pool.take()
+    def write(self, chunks: list, *, sync: bool = True) -> int:
+        """Append the chunks (any size: buffers are flushed as they fill);
+        returns the new data length."""
+        g = self.begin()
         try:
-            fill = 0
-            pending = [memoryview(self._tail)] + [memoryview(c).cast("B") for c in chunks]
-            written = 0
-            for view in pending:
+            for chunk in chunks:
+                view = memoryview(chunk).cast("B")
                 while view:
-                    n = min(len(view), size - fill)
-                    buf[fill:fill + n] = view[:n]
-                    fill += n
+                    n = min(len(view), g.room)
+                    g.put(view[:n])
                     view = view[n:]
-                    if fill == size and written + fill < total:
-                        # A group larger than one pooled buffer: flush whole
-                        # buffers unsynced; the final write carries the sync.
-                        self.backend.write(self.fd, file_pos + written, [buf], sync=False)
-                        written += fill
-                        fill = 0
-            aligned = align_up(fill)
-            buf[fill:aligned] = bytes(aligned - fill)
-            self.backend.write(self.fd, file_pos + written, [memoryview(buf)[:aligned]], sync=sync)
-            last_block = fill - fill % BLOCK
-            self._tail = bytes(buf[last_block:fill])
-            self.data_len = end_len
-        finally:
-            self.pool.give(buf)
+                    if g.room == 0 and view:
+                        self.commit(g, sync=False)
+                        g = self.begin()
+        except BaseException:
+            self.release(g)
+            raise
+        return self.commit(g, sync=sync)
+
+    # -- lifecycle -------------------------------------------------------------------
 
     def sync(self) -> None:
         with self._lock:
