@@ -127,6 +127,9 @@ class Topic:
         self.config = store.config
         self.warnings: list[str] = []
         self._lock = threading.RLock()
+        self._commit_lock = threading.Lock()
+        self._commit_queue: list[_Request] = []
+        self._committing = False
         self._failed: str | None = None
         self._writer: SegmentWriter | None = None
         self._read_fds: dict[str, int] = {}
@@ -200,7 +203,36 @@ class Topic:
                record_type: int = RAW, producer_id: int = 0, producer_seq: int = 0) -> AppendResult:
         """Append one batch; returns once it is durable."""
         batch = _Values(records, record_type, timestamp_ns, producer_id, producer_seq)
-        return self._append([batch], sync=True)[0]
+        return self._combine(batch)
+
+    def _combine(self, item) -> AppendResult:
+        """Group commit across threads: callers queue their batch; whoever finds
+        no write in progress becomes the leader and writes everything queued as
+        one group with one sync, again and again while batches keep arriving,
+        handing every caller its own result (or the group's error)."""
+        _payload_size(item)                      # a bad batch fails alone, before queueing
+        req = _Request(item)
+        with self._commit_lock:
+            self._commit_queue.append(req)
+            lead = not self._committing
+            self._committing = True
+        if not lead:
+            req.event.wait()
+            return req.outcome()
+        while True:
+            with self._commit_lock:
+                group, self._commit_queue = self._commit_queue, []
+                if not group:
+                    self._committing = False
+                    return req.outcome()
+            try:
+                for r, res in zip(group, self._append([r.item for r in group], sync=True)):
+                    r.result = res
+            except BaseException as exc:
+                for r in group:
+                    r.error = exc
+            for r in group:
+                r.event.set()
 
     def append_many(self, batches: Sequence[Sequence], *, record_type: int = RAW) -> list[AppendResult]:
         """Append several batches with one write and one sync (group commit)."""
@@ -626,6 +658,21 @@ class _Values:
     producer_id: int = 0
     producer_seq: int = 0
     encoded: bytes | None = None   # set when the records need the general encoder
+
+
+@dataclass(slots=True)
+class _Request:
+    """One caller's batch waiting for a group commit."""
+
+    item: _Values
+    event: threading.Event = field(default_factory=threading.Event)
+    result: AppendResult | None = None
+    error: BaseException | None = None
+
+    def outcome(self) -> AppendResult:
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 class _Big:
