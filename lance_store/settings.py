@@ -20,6 +20,7 @@ DEFAULTS: dict = {
         "idle_timeout_s": 30,
         "drain_timeout_s": 25,
         "max_connections": 20000,
+        "backpressure_bytes": 64 * 1024 * 1024,
     },
     "io": {
         "backend": "auto",
