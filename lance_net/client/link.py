@@ -1,0 +1,229 @@
+"""One client connection to a broker: a socket (TCP or TLS) driven through the sans-IO protocol.
+
+Owns the transport, the FIFO of control requests awaiting replies, and the hand-off of data-plane
+events (acks, backpressure, refused batches) to a listener; it never retries or redirects.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Protocol
+
+from lance_net.protocol import (
+    NEED_DATA, Ack, Authenticate, AuthenticateResponse, Backpressure, Connection,
+    ConnectionClosed, ErrorResponse, Ingest, InvalidCommand, Keepalive, ProtocolError, Role,
+    UnsupportedFrame,
+)
+
+from .errors import AuthError, ConnectionLost, broker_error
+from .options import ClientOptions, parse_endpoint
+
+
+class DataListener(Protocol):
+    """What a producer hears from its link; called on the event loop, must not block."""
+
+    def on_ack(self, batch_id: int) -> None: ...
+
+    def on_backpressure(self) -> None: ...
+
+    def on_refused(self, reply: ErrorResponse) -> None: ...
+
+    def on_lost(self, link: Link, error: BaseException) -> None: ...
+
+
+class Link(asyncio.Protocol):
+    """An open connection. Control requests are answered in the order they were sent."""
+
+    def __init__(self, endpoint: str, options: ClientOptions):
+        self.endpoint = endpoint
+        self.options = options
+        self.listener: DataListener | None = None
+        self._conn = Connection(Role.CLIENT, dialect=options.protocol_dialect)
+        self._transport: asyncio.Transport | None = None
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._error: BaseException | None = None
+        self._writable: asyncio.Event | None = None
+        self.closed: asyncio.Future | None = None
+
+    # ------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+        self.closed = asyncio.get_running_loop().create_future()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def data_received(self, data: bytes) -> None:
+        conn = self._conn
+        try:
+            conn.receive_data(data)
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    return
+                self._dispatch(event)
+        except ProtocolError as exc:
+            self._fail(ConnectionLost(self.endpoint, exc))
+            self._transport.abort()
+
+    def eof_received(self) -> bool:
+        return False  # let the transport close; connection_lost reports it
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._fail(ConnectionLost(self.endpoint, exc or "closed by the broker"))
+        if self._writable is not None:
+            self._writable.set()  # wake writers so they see the error
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # ------------------------------------------------------------ events
+
+    def _dispatch(self, event) -> None:
+        kind = type(event)
+        if kind is Ack:
+            if self.listener is not None:
+                self.listener.on_ack(event.batch_id)
+            return
+        if kind is Backpressure:
+            if self.listener is not None:
+                self.listener.on_backpressure()
+            return
+        if kind is Keepalive:
+            return
+        if kind is ConnectionClosed:
+            self._fail(ConnectionLost(self.endpoint, "closed by the broker"))
+            return
+        if kind is InvalidCommand or kind is UnsupportedFrame:
+            # The broker sent something this version cannot read; the stream is still in
+            # step, but a reply may be lost, so the connection is not trusted any more.
+            self._fail(ConnectionLost(self.endpoint, f"unexpected frame: {event}"))
+            self._transport.abort()
+            return
+        if kind is ErrorResponse and self.listener is not None and (
+                event.batch_id or not self._waiters):
+            # A refused Ingest names its batch; an error nobody asked for is the producer's.
+            self.listener.on_refused(event)
+            return
+        if not self._waiters:
+            self._fail(ConnectionLost(self.endpoint, f"reply without a request: {event}"))
+            self._transport.abort()
+            return
+        waiter = self._waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(event)
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is not None:
+            return
+        self._error = error
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+        if self.closed is not None and not self.closed.done():
+            self.closed.set_result(error)
+        if self.listener is not None:
+            self.listener.on_lost(self, error)
+
+    # ------------------------------------------------------------ sending
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the link died, or None while it is usable."""
+        return self._error
+
+    @property
+    def alive(self) -> bool:
+        return self._error is None
+
+    @property
+    def pending_requests(self) -> int:
+        return len(self._waiters)
+
+    def send_ingest(self, ingest: Ingest) -> None:
+        """Write one Ingest frame without copying its payload (one writev-style call)."""
+        if self._error is not None:
+            raise self._error
+        self._transport.writelines(self._conn.send_buffers(ingest))
+
+    def send_many(self, frames: list[Ingest]) -> None:
+        """Write several Ingest frames in one call."""
+        if self._error is not None:
+            raise self._error
+        send_buffers = self._conn.send_buffers
+        buffers = []
+        for ingest in frames:
+            buffers.extend(send_buffers(ingest))
+        self._transport.writelines(buffers)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high mark."""
+        if not self._writable.is_set():
+            await self._writable.wait()
+        if self._error is not None:
+            raise self._error
+
+    def request_nowait(self, command) -> asyncio.Future:
+        """Send a control request; the future resolves with the raw reply event."""
+        if self._error is not None:
+            raise self._error
+        waiter = asyncio.get_running_loop().create_future()
+        self._transport.writelines(self._conn.send_buffers(command))
+        self._waiters.append(waiter)
+        return waiter
+
+    async def request(self, command, timeout: float | None = None):
+        """Send a control request and return its reply; an ErrorResponse raises a BrokerError."""
+        waiter = self.request_nowait(command)
+        timeout = self.options.request_timeout_s if timeout is None else timeout
+        try:
+            reply = await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            # The reply may still come and would be matched to the next request: close.
+            self.abort(ConnectionLost(self.endpoint, f"no reply to {type(command).__name__} "
+                                                     f"within {timeout} s"))
+            raise self._error from None
+        if type(reply) is ErrorResponse:
+            raise broker_error(reply, self.endpoint)
+        return reply
+
+    def abort(self, error: BaseException | None = None) -> None:
+        self._fail(error or ConnectionLost(self.endpoint, "closed by the client"))
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def close(self) -> None:
+        if self._transport is None:
+            return
+        self._fail(ConnectionLost(self.endpoint, "closed by the client"))
+        self._transport.close()
+
+
+async def open_link(endpoint: str, options: ClientOptions) -> Link:
+    """Connect (TLS when options.ssl is set) and authenticate when options.token is set."""
+    host, port = parse_endpoint(endpoint)
+    loop = asyncio.get_running_loop()
+    extra = {}
+    if options.ssl is not None:
+        extra = {"ssl": options.ssl, "server_hostname": options.server_hostname or host}
+    try:
+        _, link = await asyncio.wait_for(
+            loop.create_connection(lambda: Link(endpoint, options), host, port, **extra),
+            options.connect_timeout_s)
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise ConnectionLost(endpoint, str(exc) or "connect timed out") from None
+    if options.token:
+        try:
+            reply = await link.request(Authenticate(options.token))
+        except BaseException:
+            link.abort()
+            raise
+        if type(reply) is not AuthenticateResponse or not reply.ok:
+            link.abort()
+            message = getattr(reply, "message", "") or "token refused"
+            raise AuthError(f"Authenticate: {message}", endpoint=endpoint)
+    return link

@@ -1,0 +1,26 @@
+"""Which event loop the client's own entry points run on: uvloop when installed, else asyncio's.
+
+Owns that choice (LANCE_NO_UVLOOP=1 forces asyncio's loop) for the CLI, the benchmark and the
+blocking wrappers; applications using the asyncio API bring their own loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any, Awaitable, Callable
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    if os.environ.get("LANCE_NO_UVLOOP", "") not in ("", "0"):
+        return asyncio.new_event_loop
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+def run(main: Awaitable[Any]) -> Any:
+    """asyncio.run(main) on the preferred loop."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(main)
