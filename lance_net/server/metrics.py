@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
+                               disable_created_metrics, generate_latest)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -21,6 +22,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 class BrokerMetrics:
     def __init__(self) -> None:
+        # The *_created series double the output and tell nothing a restart time does not.
+        disable_created_metrics()
         r = self.registry = CollectorRegistry(auto_describe=True)
         # ingest
         self.ingest_batches = Counter("lance_ingest_batches", "Batches made durable",
