@@ -1,0 +1,4 @@
+"""Test suites that ship with the package: every implementation of an interface runs one.
+
+`backends` holds the write backend suite; an implementation's tests subclass it and supply fixtures.
+"""
