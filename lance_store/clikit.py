@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -26,17 +27,20 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 
 def handle_errors(fn: Callable) -> Callable:
-    """Turn expected failures into one line on stderr and exit code 1 (2 for usage)."""
+    """Turn expected failures into one line on stderr and exit code 1 (2 for usage).
+
+    The message is escaped: "[dr.targets]" or "[io]" in it is text, not console markup.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except ConfigError as exc:
-            err_console.print(f"[red]error:[/] {exc}", highlight=False)
+            err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
             sys.exit(2)
         except (LanceError, OSError, ValueError) as exc:
-            err_console.print(f"[red]error:[/] {exc}", highlight=False)
+            err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
             sys.exit(1)
 
     return wrapper
