@@ -38,12 +38,14 @@ _KEEPALIVE = Keepalive()
 _BACKPRESSURE = Backpressure()
 _WRITING = "writing"      # the peer does not read our replies fast enough
 _DRAIN = "drain"          # the node is shutting down
+_FAILED = "failed"        # a framing fault: the stream can no longer be read
 
 
 class ClientConnection(asyncio.BufferedProtocol):
     def __init__(self, broker: Broker):
         self.broker = broker
         self.lwp = Connection(Role.SERVER, max_payload_size=broker.options.max_payload_size)
+        self._sender = self.lwp   # encodes replies; replaced after a framing fault (see _fail)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.grant: Grant | None = None if broker.tokens.enabled else OPEN
@@ -56,6 +58,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self._barrier = False
         self._eof = False
+        self._failed = False
         self._pauses: set = set()
         self._reading_paused = False
         self._tasks: set[asyncio.Task] = set()
@@ -94,7 +97,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         return self.broker.read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        if self.closed:
+        if self.closed or self._failed:
             return
         try:
             self.lwp.receive_data(self.broker.read_buffer[:nbytes])
@@ -105,13 +108,13 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool:
         self._eof = True
-        if not self.closed:
+        if not self.closed and not self._failed:
             try:
                 self.lwp.receive_data(b"")
             except ProtocolError as exc:
                 self._fail(exc)
-                return False
-            self._pump()
+            else:
+                self._pump()
         # Keep our side open until the replies still owed have been written.
         return True
 
@@ -125,7 +128,7 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def _pump(self) -> None:
         lwp = self.lwp
-        while not self._barrier and not self.closed:
+        while not self._barrier and not self.closed and not self._failed:
             try:
                 event = lwp.next_event()
             except ProtocolError as exc:
@@ -142,7 +145,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             produce.ingest(self, event, time.perf_counter())
             return
         if kind is Keepalive:
-            self._write(self.lwp.send_buffers(_KEEPALIVE))
+            self._write(self._sender.send_buffers(_KEEPALIVE))
             return
         if kind is ConnectionClosed:
             self._finish_if_done()
@@ -190,9 +193,13 @@ class ClientConnection(asyncio.BufferedProtocol):
                 log.exception("%s: request failed", self.peer)
                 reply = ErrorResponse(f"request failed: {exc}")
             if not self.closed:
-                self.replies.fill(slot, self.lwp.send_buffers(reply))
+                try:
+                    buffers = self._sender.send_buffers(reply)
+                except ValueError as exc:  # a reply over max_payload_size
+                    buffers = self._sender.send_buffers(ErrorResponse(f"reply not sent: {exc}"))
+                self.replies.fill(slot, buffers)
         finally:
-            if barrier and not self.closed:
+            if barrier and not self.closed and not self._failed:
                 self._barrier = False
                 self._pump()
 
@@ -213,10 +220,10 @@ class ClientConnection(asyncio.BufferedProtocol):
     def reply(self, event) -> None:
         """A control reply that is ready now (it still waits for earlier replies)."""
         if not self.closed:
-            self.replies.send(self.lwp.send_buffers(event))
+            self.replies.send(self._sender.send_buffers(event))
 
     def encode(self, event) -> list:
-        return self.lwp.send_buffers(event)
+        return self._sender.send_buffers(event)
 
     def _write(self, buffers: list) -> None:
         if self.closed:
@@ -230,17 +237,17 @@ class ClientConnection(asyncio.BufferedProtocol):
         if self.closed:
             return
         if ticket.error is None:
-            self.acks.fill(slot, self.lwp.send_buffers(Ack(batch_id)))
+            self.acks.fill(slot, self._sender.send_buffers(Ack(batch_id)))
             self.broker.metrics.ack_latency_seconds.observe(time.perf_counter() - received)
         else:
-            self.acks.fill(slot, self.lwp.send_buffers(ErrorResponse(ticket.error, batch_id)))
+            self.acks.fill(slot, self._sender.send_buffers(ErrorResponse(ticket.error, batch_id)))
 
     def backpressure(self, committer) -> None:
         """The topic's queue passed its high mark: tell the client and stop reading from it."""
         if committer in self._pauses:
             return
         self.broker.metrics.backpressure_events.inc()
-        self._write(self.lwp.send_buffers(_BACKPRESSURE))
+        self._write(self._sender.send_buffers(_BACKPRESSURE))
         committer.hold(self)
         self._pause(committer)
 
@@ -285,9 +292,25 @@ class ClientConnection(asyncio.BufferedProtocol):
             self.close()
 
     def _fail(self, exc: ProtocolError) -> None:
+        """A framing fault: nothing more is read or answered, but the acks of batches
+        received before it still go out (they tell the client what is durable)."""
+        if self._failed:
+            return
+        self._failed = True
         self.broker.metrics.protocol_errors.labels(exc.reason).inc()
         log.info("%s: closing: %s", self.peer, exc)
-        self.close()
+        self._pause(_FAILED)
+        if self.lwp.dialect is not None:
+            # The protocol connection sends nothing once failed; acks still owed are
+            # encoded by a fresh one in the same dialect.
+            self._sender = Connection(Role.SERVER, self.lwp.dialect,
+                                      max_payload_size=self.lwp.max_payload_size)
+        self.replies.clear()
+        self._barrier = False
+        for task in list(self._tasks):
+            task.cancel()
+        self._eof = True
+        self._finish_if_done()
 
     def close(self) -> None:
         """Close after writing what is already buffered; replies still owed are dropped."""

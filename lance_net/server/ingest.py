@@ -47,7 +47,10 @@ class Ticket:
         self.error = error
         callbacks, self._callbacks = self._callbacks, []
         for fn in callbacks:
-            fn(self)
+            try:
+                fn(self)
+            except Exception:  # one connection's fault must not keep others' acks back
+                log.exception("batch outcome callback failed")
 
 
 def writer_pool(threads: int, cpus: tuple[int, ...] = ()) -> ThreadPoolExecutor:
