@@ -5,8 +5,8 @@ Owns the token list format and the access decision; the connection only asks `Gr
 A token is a table with `token` (the secret), and optionally `name` (shown in
 logs), `topics` (glob patterns, default `["*"]`), `read` and `write` (booleans,
 default true). They come from `[[auth.tokens]]` in lance.toml and from
-`[auth] tokens_file`: a TOML file of `[[tokens]]` tables, or a JSON file holding
-a list of such objects (or `{"tokens": [...]}`). Auth is on when at least one
+`[auth] tokens_file`: a TOML file (`.toml`) of `[[tokens]]` tables, or a JSON file
+(`.json`) holding a list of such objects (or `{"tokens": [...]}`). Auth is on when at least one
 token is configured.
 """
 from __future__ import annotations
@@ -89,20 +89,26 @@ class TokenBook:
 
 
 def load_tokens_file(path: str) -> list:
-    """The token entries of a tokens file (JSON when it starts with `[` or `{`, else TOML)."""
+    """The token entries of a tokens file: JSON (`.json`), TOML (`.toml`), else whichever parses."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as exc:
         raise ConfigError(f"auth.tokens_file: cannot read {path}: {exc.strerror}") from None
-    text = raw.lstrip()
+    kind = "JSON" if path.endswith(".json") else "TOML" if path.endswith(".toml") else None
     try:
-        if text[:1] in (b"[", b"{"):
+        if kind == "JSON":
             data = json.loads(raw)
-        else:
+        elif kind == "TOML":
             data = tomllib.loads(raw.decode())
+        else:
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                data = tomllib.loads(raw.decode())
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"auth.tokens_file {path}: not valid JSON or TOML: {exc}") from None
+        raise ConfigError(f"auth.tokens_file {path}: not valid {kind or 'JSON or TOML'}: "
+                          f"{exc}") from None
     if isinstance(data, dict):
         data = data.get("tokens")
     if not isinstance(data, list):
