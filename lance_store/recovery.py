@@ -146,8 +146,12 @@ def recover_topic(folder: str, *, readonly: bool, interval: int, warn: Warn) -> 
             seg.size = os.path.getsize(seg.path)
 
     # Two active segments: a seal was interrupted after the next segment was made.
-    if len(actives) > 1 and not readonly:
+    if len(actives) > 1:
         for seg in [s for s in segments if not s.sealed][:-1]:
+            if readonly:
+                # Served as completing the seal would leave it: its valid batches.
+                seg.size = scan_segment(seg.path, seg.name.base).valid_end
+                continue
             nxt = next(s for s in segments if s.name.base > seg.name.base)
             _complete_seal(folder, seg, max(nxt.name.t0, seg.name.t0 + 1), interval, warn)
         sealed = [s.name for s in segments if s.sealed]
