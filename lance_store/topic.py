@@ -590,6 +590,9 @@ class Topic:
                 hdr, size = read_unit(fd, off - seg.name.base)
                 if size == 0:
                     break
+                if hdr is not None and hdr.base_offset != off and off != seg.name.base:
+                    off = seg.name.base     # a wrong index entry: walk from the segment start
+                    continue
                 if hdr is not None and hdr.last_timestamp_ns >= ts_ns:
                     return off
                 off += size

@@ -17,12 +17,13 @@ import numpy as np
 from .. import scanner
 from ..errors import OffsetError
 from ..records import HEADER_LEN, PADDING
-from .header import BATCH_OVERHEAD, BatchHeader
+from .header import BATCH_OVERHEAD, TLV_PREFIX, BatchHeader
 
 WINDOW = 16 << 20
 _PAGE = mmap.PAGESIZE
 _PLEN = struct.Struct("<I")   # payload_length sits at byte 5+60 of a batch
 _COUNT = struct.Struct("<I")
+_BASE = struct.Struct("<Q")   # base_offset sits at byte 5+8
 
 
 @dataclass
@@ -223,15 +224,30 @@ def _unit(data, pos: int) -> tuple[int, int]:
     return BATCH_OVERHEAD + _PLEN.unpack_from(data, pos + 65)[0], _COUNT.unpack_from(data, pos + 61)[0]
 
 
-def locate(fd: int, base: int, from_offset: int, target: int) -> None:
-    """Walk batch headers (and padding) from a known batch start up to `target`;
-    raise INVALID_OFFSET when `target` falls inside a batch."""
-    off = from_offset
+def _walk(fd: int, base: int, off: int, target: int) -> int | None:
+    """The boundary reached walking batches (and padding) from `off` towards `target`,
+    or None when a step is no batch start (`off` came from a wrong index entry)."""
     while off < target:
         raw = os.pread(fd, BATCH_OVERHEAD, off - base)
         if len(raw) < HEADER_LEN:
             break
+        if raw[0] != PADDING and (len(raw) < BATCH_OVERHEAD or raw[:HEADER_LEN] != TLV_PREFIX
+                                  or _BASE.unpack_from(raw, HEADER_LEN + 8)[0] != off):
+            return None
         off += _unit(raw, 0)[0]
+    return off
+
+
+def locate(fd: int, base: int, from_offset: int, target: int) -> None:
+    """Walk batch headers (and padding) from a known batch start up to `target`;
+    raise INVALID_OFFSET when `target` falls inside a batch.
+
+    A start that proves not to be a batch start (a wrong index entry) is retried
+    from the segment's first byte: a wrong index never makes a batch unreadable.
+    """
+    off = _walk(fd, base, from_offset, target)
+    if off is None and from_offset != base:
+        off = _walk(fd, base, base, target)
     if off != target:
         raise OffsetError("INVALID_OFFSET", f"not a batch boundary: offset {target}")
 
