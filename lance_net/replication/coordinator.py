@@ -11,6 +11,9 @@ Keys:
   /<cluster>/topic-ids/<id>        the name, so that an id is never handed out twice
   /<cluster>/counters/topic-id     the next topic id
   /<cluster>/counters/producer-id  the next producer id
+  /<cluster>/epochs/<topic-id>     the current leader's epochs file of the topic, published
+                                   (fenced) before its first write, read by followers to
+                                   cut their logs back to the leader's (`follower.reconcile`)
 
 Every id comes from a compare-and-swap on its counter, so two nodes creating at the same
 moment never get the same id. Writes made on behalf of a leader can be fenced: given the
@@ -22,10 +25,11 @@ import contextlib
 import json
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
 from .etcd import (EtcdClient, EtcdError, EtcdUnavailable, KeyValue, compare_created,
                    compare_modified, delete_op, put_op, range_op)
+from .epochs import EpochEntry
 from .lease import MIN_MARGIN, Lease
 
 
@@ -72,6 +76,7 @@ class Coordinator:
         self.topic_ids_prefix = root + "topic-ids/"
         self.topic_counter = root + "counters/topic-id"
         self.producer_counter = root + "counters/producer-id"
+        self.epochs_prefix = root + "epochs/"
 
     def _identity(self) -> bytes:
         return json.dumps({"node_id": self.node_id, "addr": self.advertise}).encode()
@@ -188,6 +193,25 @@ class Coordinator:
             if result.succeeded:
                 return value
             await self._check_fence(epoch, counter)
+
+    # -- epochs ----------------------------------------------------------------------
+
+    async def publish_epochs(self, topic_id: int, entries: Sequence[EpochEntry], *, epoch: int) -> None:
+        """Publish this leader's epochs file of a topic (its own entry last), fenced by `epoch`."""
+        if not entries or entries[-1].epoch != epoch:
+            raise ValueError(f"epochs of topic {topic_id}: expected the last entry to be epoch "
+                             f"{epoch}, found {entries[-1] if entries else 'none'}")
+        key = f"{self.epochs_prefix}{topic_id}"
+        body = json.dumps([[e.epoch, e.start_offset] for e in entries])
+        result = await self.client.txn(self._fence(epoch), [put_op(key, body)], key=key)
+        if not result.succeeded:
+            await self._check_fence(epoch, key)
+            raise NotLeaderError(self.client.endpoint, key, f"fenced: leader epoch {epoch} is gone")
+
+    async def leader_epochs(self, topic_id: int) -> list[EpochEntry]:
+        """The epochs file the topic's latest leader published ([] if none did)."""
+        kv = await self.client.get(f"{self.epochs_prefix}{topic_id}")
+        return [EpochEntry(int(e), int(s)) for e, s in json.loads(kv.value)] if kv else []
 
     # -- topics ----------------------------------------------------------------------
 

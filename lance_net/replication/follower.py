@@ -11,6 +11,7 @@ Rules:
 2. Position: a write lands only where the leader says: its start is the topic's high
    watermark, in the active segment of the leader's name, at the leader's write offset.
    Anything else is answered with status RESYNC and the follower's end; nothing is written.
+   So is a heartbeat from a leader whose log ends before this node's.
 3. Names: NEW_SEGMENT gives the empty active segment the leader's name, ROTATE_AFTER seals
    it with the leader's `t1`, so both nodes hold the same file names.
 4. Epochs: NEW_EPOCH writes `epoch start` to the epochs file (durably) before the data.
@@ -118,6 +119,9 @@ class Follower:
             status = self._write(rep, msg)
             if status is not Status.OK:
                 return self._reply(msg, status, rep)
+        elif topic.high_watermark > msg.global_offset:
+            # Bytes past the leader's end were never the leader's: this log must be reconciled.
+            return self._reply(msg, Status.RESYNC, rep)
         rep.committed = max(rep.committed, min(msg.committed_offset, topic.high_watermark))
         return self._reply(msg, Status.OK, rep)
 
@@ -161,12 +165,18 @@ class Follower:
 
     # -- reconciliation --------------------------------------------------------------------
 
-    def reconcile(self, topic_id: int, leader_epochs: Sequence[EpochEntry], leader_end: int) -> int:
+    def reconcile(self, topic_id: int, leader_epochs: Sequence[EpochEntry],
+                  leader_end: int | None = None) -> int:
         """Cut this node's log of the topic back to where it agrees with the leader's.
 
+        `leader_epochs` is the leader's epochs file (as `Coordinator.leader_epochs` returns
+        it). `leader_end` may be left out: whatever this node holds of the leader's own
+        epoch came from that leader, which never cuts its own log while it leads.
         Returns the offset the leader should stream from. Raises FullResyncNeeded when the
         logs part inside a sealed segment.
         """
+        if leader_end is None:
+            leader_end = 2**64 - 1
         rep = self.replica(topic_id)
         topic = rep.topic
         end = topic.high_watermark

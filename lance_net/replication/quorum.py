@@ -8,7 +8,11 @@ Rules:
    durable on `required = N // 2 + 1` of them. N is the configured membership, never the
    set currently reachable, so losing or evicting followers never lowers `required`.
 2. The committed offset is the highest offset that at least `required` members (the
-   leader counting as one) have confirmed durable. It never moves backwards.
+   leader counting as one) have confirmed durable. It never moves backwards, and it moves
+   only past the leader's own epoch start: a majority must hold a byte this leader wrote,
+   so that a majority records its epoch (Raft's rule of committing by counting only
+   entries of the current term; without it, bytes of an older epoch counted on a majority
+   could still be replaced by a node whose last epoch is higher).
 3. A slow follower may be evicted from the in-sync set (the leader stops streaming live
    writes to it and catches it up from disk instead) only while the members left in sync
    still number at least `required`; it rejoins when it confirms the committed offset
@@ -78,18 +82,20 @@ def may_accept_writes(own: LogPosition, others: Mapping[int, LogPosition], clust
 class QuorumTracker:
     """The commit state of one topic on its leader."""
 
-    def __init__(self, leader_id: int, members: Iterable[int], *, committed: int = 0):
+    def __init__(self, leader_id: int, members: Iterable[int], *, epoch_start: int = 0,
+                 committed: int = 0):
         self.leader_id = leader_id
+        self.epoch_start = epoch_start
         self.members = frozenset(members) | {leader_id}
         self.required = required_copies(len(self.members))
-        self.leader_durable = committed
+        self.leader_durable = max(committed, epoch_start)
         self.confirmed: dict[int, int] = {n: 0 for n in self.members if n != leader_id}
         self.in_sync: set[int] = set(self.confirmed)
         self.committed = committed
 
     def _recompute(self) -> int:
         candidate = committed_offset(self.leader_durable, self.confirmed, len(self.members))
-        if candidate > self.committed:
+        if candidate > self.committed and candidate > self.epoch_start:
             self.committed = candidate
         return self.committed
 

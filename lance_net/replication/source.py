@@ -29,7 +29,9 @@ def messages_from(topic: Topic, start: int, *, epoch: int, committed: int,
       leader's `t1`. A follower starting exactly at a segment boundary first gets the seal
       of the segment before it again (empty payload), which it accepts whether or not it
       had sealed it already.
-    - The write that starts at this leader's own entry in `epochs` carries NEW_EPOCH.
+    - The write that starts at this leader's own entry in `epochs` carries NEW_EPOCH, and no
+      message spans that entry. When the leader has not written in its epoch yet, the last
+      message is an empty NEW_EPOCH marker at its end, so followers record the epoch at once.
     """
     end = topic.high_watermark if end is None else min(end, topic.high_watermark)
     own = [e.start_offset for e in (epochs.entries if epochs else ()) if e.epoch == epoch]
@@ -47,7 +49,10 @@ def messages_from(topic: Topic, start: int, *, epoch: int, committed: int,
     offset = start
     while offset < end:
         seg = segments[bisect.bisect_right(bases, offset) - 1]
-        data, nxt, _ = topic.read_raw(offset, min(max_bytes, end - offset))
+        limit = min(max_bytes, end - offset)
+        if own_start is not None and offset < own_start < end:
+            limit = min(limit, own_start - offset)   # own_start is a batch boundary
+        data, nxt, _ = topic.read_raw(offset, limit)
         if not data:
             return
         write_offset = offset - seg.name.base
@@ -61,6 +66,11 @@ def messages_from(topic: Topic, start: int, *, epoch: int, committed: int,
         yield Replicate(epoch, committed, topic.id, nxt, _active_name(seg), write_offset, data,
                         flags, t1)
         offset = nxt
+    if own_start is not None and own_start == offset == end:
+        seg = segments[-1]
+        write_offset = offset - seg.name.base
+        yield Replicate(epoch, committed, topic.id, offset, _active_name(seg), write_offset, b"",
+                        NEW_EPOCH | (NEW_SEGMENT if write_offset == 0 else 0))
 
 
 def _active_name(seg) -> str:

@@ -4,6 +4,7 @@ import asyncio
 import pytest
 
 from lance_net.replication.coordinator import Coordinator, NotLeaderError
+from lance_net.replication.epochs import EpochEntry
 from lance_net.replication.etcd import EtcdClient
 
 from .replication_fixtures import etcd, run  # noqa: F401  (fixture)
@@ -109,4 +110,24 @@ def test_topic_metadata_and_ids_never_reused(etcd):
         with pytest.raises(NotLeaderError):
             await a.set_retention("orders", 1, 1, epoch=leader.epoch + 1000)
         await close_all(a)
+    run(main())
+
+
+def test_the_leaders_epochs_file_is_published_fenced(etcd):
+    async def main():
+        a, b = await started(etcd.url, "epochs", 1), await started(etcd.url, "epochs", 2)
+        first = await a.elect()
+        entries = [EpochEntry(first.epoch, 0)]
+        await a.publish_epochs(7, entries, epoch=first.epoch)
+        assert await b.leader_epochs(7) == entries and await b.leader_epochs(8) == []
+        with pytest.raises(ValueError, match="last entry"):
+            await a.publish_epochs(7, [EpochEntry(1, 0)], epoch=first.epoch)
+        await a.resign()
+        second = await b.elect()
+        with pytest.raises(NotLeaderError):
+            await a.publish_epochs(7, entries, epoch=first.epoch)      # a stale leader is fenced
+        mine = entries + [EpochEntry(second.epoch, 4096)]
+        await b.publish_epochs(7, mine, epoch=second.epoch)
+        assert await a.leader_epochs(7) == mine
+        await close_all(a, b)
     run(main())

@@ -100,6 +100,8 @@ def test_live_groups_and_the_committed_offset(pair):
     beat = Replicate(3, 10**12, ft.id, lt.high_watermark, "", 0)
     assert follower.apply(beat).status is Status.OK
     assert follower.committed_offset(ft.id) == ft.high_watermark
+    behind = Replicate(3, 0, ft.id, lt.high_watermark - 1, "", 0)   # a leader that lacks our tail
+    assert follower.apply(behind).status is Status.RESYNC
     assert files(ft.folder) == files(lt.folder)
     assert follower.position(ft.id) == LogPosition(3, lt.high_watermark)
 
@@ -201,7 +203,7 @@ def test_a_returning_leader_truncates_to_the_last_shared_epoch(pair):
     write(b, 5, tag=b"new")
     assert b.high_watermark > a_end                           # B overwrote A's offsets
     a_follower = Follower(a_store, node_id=1)
-    start = a_follower.reconcile(a.id, b_epochs.entries, b.high_watermark)
+    start = a_follower.reconcile(a.id, b_epochs.entries)         # as published in etcd
     assert start == shared_end == a.high_watermark
     assert a_epochs.entries == [EpochEntry(3, 0)]
     replies = ship(b, a_follower, start, epoch=5, epochs=b_epochs)
@@ -227,6 +229,25 @@ def test_reconcile_writes_older_epochs_when_the_data_reaches_them(pair):
     ship(lt, follower, 0, epoch=6, epochs=epochs)
     assert EpochsFile(ft.folder).entries == epochs.entries
     assert files(ft.folder) == files(lt.folder)
+
+
+def test_no_message_spans_the_leaders_epoch_start_and_an_idle_epoch_is_marked(pair):
+    leader, follower_store = pair
+    lt, ft = leader.create_topic("t"), follower_store.create_topic("t")
+    epochs = EpochsFile(lt.folder)
+    epochs.append(2, 0)
+    write(lt, 3)
+    epochs.append(8, lt.high_watermark)                        # elected, nothing written yet
+    follower = Follower(follower_store, node_id=3)
+    follower.reconcile(ft.id, epochs.entries[:1], lt.high_watermark)   # knows only epoch 2
+    replies = ship(lt, follower, 0, epoch=8, epochs=epochs, max_bytes=1 << 20)
+    assert [r.status for r in replies] == [Status.OK, Status.OK]  # the data, then the marker
+    assert EpochsFile(ft.folder).entries == epochs.entries
+    own_start = epochs.entries[-1].start_offset
+    write(lt, 2)
+    msgs = list(messages_from(lt, 0, epoch=8, committed=0, epochs=epochs, max_bytes=1 << 20))
+    assert [m.global_offset for m in msgs] == [own_start, lt.high_watermark]
+    assert msgs[1].new_epoch and not msgs[0].new_epoch
 
 
 def test_divergence_inside_a_sealed_segment_needs_a_full_resync(pair):

@@ -83,11 +83,12 @@ class TrackerMachine(RuleBasedStateMachine):
     """Random confirmations, leader writes, evictions and resyncs: the committed offset never
     goes back, never exceeds what `required` members really hold, and `required` never drops."""
 
-    @initialize(n=st.integers(1, 6))
-    def setup(self, n):
+    @initialize(n=st.integers(1, 6), epoch_start=st.sampled_from([0, 0, 300]))
+    def setup(self, n, epoch_start):
         self.members = list(range(1, n + 1))
-        self.t = QuorumTracker(1, self.members)
-        self.durable = {m: 0 for m in self.members}
+        self.t = QuorumTracker(1, self.members, epoch_start=epoch_start)
+        self.epoch_start = epoch_start
+        self.durable = {m: epoch_start if m == 1 else 0 for m in self.members}
         self.required = required_copies(n)
         self.last = 0
 
@@ -134,6 +135,7 @@ class TrackerMachine(RuleBasedStateMachine):
         self.last = c
         assert self.t.required == self.required
         assert sum(d >= c for d in self.durable.values()) >= self.required or c == 0
+        assert c == 0 or c > self.epoch_start      # only past a byte of this leader's epoch
 
 
 TestTracker = TrackerMachine.TestCase
@@ -154,3 +156,10 @@ def test_tracker_example():
     assert 2 in t.in_sync              # caught up to the committed offset: back in sync
     with pytest.raises(KeyError, match="node 9"):
         t.confirm(9, 1)
+
+
+def test_a_new_leader_commits_only_past_its_epoch_start():
+    t = QuorumTracker(1, [1, 2, 3], epoch_start=500)
+    assert t.confirm(2, 500) == 0 and t.confirm(3, 500) == 0   # older epochs' bytes alone: no
+    assert t.leader_wrote(650) == 0
+    assert t.confirm(2, 650) == 650
