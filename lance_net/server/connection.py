@@ -51,11 +51,11 @@ class ClientConnection(asyncio.BufferedProtocol):
         self.grant: Grant | None = None if broker.tokens.enabled else OPEN
         self.producer_ids: dict[int, int] = {}                 # topic id -> producer id
         self.subscriptions: dict[tuple[int, int], int] = {}    # (topic id, consumer) -> max bytes
-        self.acks = OrderedReplies(self._write)
-        self.replies = OrderedReplies(self._write)
+        self._loop = asyncio.get_running_loop()
+        self.acks = OrderedReplies(self._write, self._loop.call_soon)
+        self.replies = OrderedReplies(self._write, self._loop.call_soon)
         self.last_frame = 0.0
         self.closed = False
-        self._loop = asyncio.get_running_loop()
         self._barrier = False
         self._eof = False
         self._failed = False

@@ -20,15 +20,18 @@ class Slot:
 class OrderedReplies:
     """Slots are reserved in request order; a filled slot leaves once every earlier one has.
 
-    Ready frames at the head leave together in one `write(buffers)` call, so a
-    group commit that acks many batches costs one socket write.
+    A filled head is flushed at the end of the current event-loop turn, together
+    with every slot filled behind it meanwhile, in one `write(buffers)` call: a
+    group commit that acks many batches of a connection costs one socket write.
     """
 
-    __slots__ = ("_slots", "_write")
+    __slots__ = ("_slots", "_write", "_call_soon", "_flush_pending")
 
-    def __init__(self, write: Callable[[list], None]):
+    def __init__(self, write: Callable[[list], None], call_soon: Callable):
         self._slots: deque[Slot] = deque()
         self._write = write
+        self._call_soon = call_soon
+        self._flush_pending = False
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -40,8 +43,9 @@ class OrderedReplies:
 
     def fill(self, slot: Slot, buffers: list) -> None:
         slot.buffers = buffers
-        if self._slots and self._slots[0] is slot:
-            self._flush()
+        if not self._flush_pending and self._slots and self._slots[0] is slot:
+            self._flush_pending = True
+            self._call_soon(self._flush)
 
     def send(self, buffers: list) -> None:
         """A reply that is ready now: it leaves at once unless earlier ones are pending."""
@@ -51,6 +55,7 @@ class OrderedReplies:
             self.fill(self.reserve(), buffers)
 
     def _flush(self) -> None:
+        self._flush_pending = False
         slots = self._slots
         out: list = []
         while slots and slots[0].buffers is not None:
