@@ -21,6 +21,7 @@ leader's epoch they only succeed while the leader key is still that same key.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -78,6 +79,14 @@ class Coordinator:
         self.producer_counter = root + "counters/producer-id"
         self.epochs_prefix = root + "epochs/"
 
+    @classmethod
+    def from_settings(cls, cfg: dict) -> "Coordinator":
+        """A coordinator as lance.toml describes it ([node] id, the [replication] section)."""
+        rep = cfg["replication"]
+        return cls(EtcdClient(rep["etcd"]), cluster=rep["cluster"], node_id=int(cfg["node"]["id"]),
+                   advertise=rep["advertise"], ttl=int(rep["lease_ttl_s"]),
+                   margin=rep["lease_margin_ms"] / 1000)
+
     def _identity(self) -> bytes:
         return json.dumps({"node_id": self.node_id, "addr": self.advertise}).encode()
 
@@ -119,7 +128,7 @@ class Coordinator:
             [range_op(self.leader_key)])
         kvs = result.ranges()[0]
         if not kvs:
-            return None  # the key vanished between the compare and the range: try again later
+            return None  # a transaction's range sees its own put: not reached in practice
         holder = LeaderInfo.from_kv(kvs[0])
         if holder.lease == self.lease.id and holder.node_id == self.node_id:
             self.leadership = holder
@@ -149,6 +158,9 @@ class Coordinator:
             if self.lease.lost.is_set():
                 raise NotLeaderError(self.client.endpoint, self.leader_key,
                                      f"lease {self.lease.id:x} is gone; this node cannot lead")
+            if not self.lease.valid():
+                await asyncio.sleep(0.1)  # renewals are failing: no campaign can succeed now
+                continue
             won = await self.campaign()
             if won:
                 return won

@@ -1,7 +1,10 @@
 """Membership, election, fencing epochs and cluster-wide ids, with several coordinators on a real etcd."""
 import asyncio
+import copy
 
 import pytest
+
+from lance_store import settings
 
 from lance_net.replication.coordinator import Coordinator, NotLeaderError
 from lance_net.replication.epochs import EpochEntry
@@ -131,3 +134,21 @@ def test_the_leaders_epochs_file_is_published_fenced(etcd):
         assert await a.leader_epochs(7) == mine
         await close_all(a, b)
     run(main())
+
+
+def test_settings_describe_a_coordinator(etcd):
+    cfg = copy.deepcopy(settings.DEFAULTS)
+    cfg["node"]["id"] = 4
+    cfg["replication"].update(etcd=[etcd.url], cluster="conf", advertise="10.0.0.4:1992",
+                              lease_ttl_s=3, lease_margin_ms=700)
+
+    async def main():
+        c = Coordinator.from_settings(cfg)
+        assert (c.node_id, c.lease.requested_ttl, c.lease.margin, c.client.endpoint) == (4, 3, 0.7, etcd.url)
+        await c.start()
+        assert [(n.node_id, n.addr) for n in await c.nodes()] == [(4, "10.0.0.4:1992")]
+        await close_all(c)
+    run(main())
+    cfg["replication"]["lease_margin_ms"] = 100
+    with pytest.raises(ValueError, match="margin"):
+        Coordinator.from_settings(cfg)
