@@ -11,8 +11,8 @@ import pytest
 import lance_store
 from lance_net.protocol import (
     FETCH_TAIL, Ack, Backpressure, CommitAck, CommitOffset, CreateTopicWithRetention,
-    ErrorResponse, Fetch, FetchResponse, Ingest, InitProducer, ListOffsets, ProducerResponse,
-    Subscribe, SubscribeAck,
+    ErrorResponse, Fetch, FetchResponse, Ingest, InitProducer, Keepalive, ListOffsets,
+    ProducerResponse, Subscribe, SubscribeAck,
 )
 from lance_store.records import encode
 from lance_store.settings import DEFAULTS
@@ -37,6 +37,43 @@ def test_startup_logs_backend_data_dir_and_recovery(broker_factory, tmp_path):
     assert "io backend:" in log
     assert f"data directory: {broker.data_dir}" in log
     assert "recovery: 0 topic(s), 0 warning(s)" in log
+
+
+def test_recovery_findings_are_logged_and_acked_data_kept(broker):
+    with broker.client() as c:
+        tid = c.create_topic("torn")["id"]
+        for i in range(3):
+            assert c.produce(tid, i, [f"kept {i}".encode()]) == Ack(i)
+    broker.kill()
+    (active,) = [p for p in (broker.data_dir / "segments" / "torn").glob("*.lnc")
+                 if "-" not in p.stem]                       # the active segment
+    with open(active, "ab") as f:
+        f.write(b"\xfe\x48\x00\x00\x00LNCB" + b"\x07" * 40)   # a torn batch header
+    broker.start()
+    assert "WARNING lance_net.server: recovery:" in broker.log()
+    assert "recovery: 1 topic(s), 1 warning(s)" in broker.log()
+    with broker.client() as c:
+        assert [b.records for b in c.fetch_all(tid)] == [[b"kept 0"], [b"kept 1"], [b"kept 2"]]
+    assert json.loads(broker.http_get("/health/ready")[1])["recovery_warnings"] == 1
+
+
+def test_connections_over_the_limit_are_closed(broker_factory):
+    broker = broker_factory({"network": {"max_connections": 3}})
+    kept = [broker.client() for _ in range(3)]
+    try:
+        for c in kept:
+            assert c.request(Keepalive()) == Keepalive()
+        with broker.client() as extra:
+            assert extra.closed_by_server()
+        assert broker.metric("lance_connections_refused_total") == 1
+    finally:
+        for c in kept:
+            c.close()
+    deadline = time.monotonic() + 10
+    while broker.metric("lance_connections") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with broker.client() as again:
+        assert again.request(Keepalive()) == Keepalive()
 
 
 def test_a_second_broker_on_the_same_data_dir_refuses(broker, broker_factory):
@@ -82,12 +119,13 @@ def test_health_endpoints_and_metrics(broker):
         assert name in text
 
 
-def test_drain_on_sigterm_acks_every_received_batch(broker):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_drain_acks_every_received_batch(broker, sig):
     with broker.client() as c:
         tid = c.create_topic("drained")["id"]
         values = [b"d" * 1000] * 20
         c.sock.sendall(b"".join(_frames(c, tid, range(300), values)))
-        broker.signal(signal.SIGTERM)
+        broker.signal(sig)
         acked = []
         while True:
             reply = c.recv(timeout=30)
