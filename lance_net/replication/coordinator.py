@@ -11,6 +11,8 @@ Keys:
   /<cluster>/topic-ids/<id>        the name, so that an id is never handed out twice
   /<cluster>/counters/topic-id     the next topic id
   /<cluster>/counters/producer-id  the next producer id
+  /<cluster>/positions/<id>        {"<topic-id>": [last_epoch, end]}: where the node's logs end,
+                                   published at failover, attached to the node's lease
   /<cluster>/epochs/<topic-id>     the current leader's epochs file of the topic, published
                                    (fenced) before its first write, read by followers to
                                    cut their logs back to the leader's (`follower.reconcile`)
@@ -26,12 +28,13 @@ import contextlib
 import json
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Mapping, Sequence
 
 from .etcd import (EtcdClient, EtcdError, EtcdUnavailable, KeyValue, compare_created,
                    compare_modified, delete_op, put_op, range_op)
 from .epochs import EpochEntry
 from .lease import MIN_MARGIN, Lease
+from .quorum import LogPosition
 
 
 class NotLeaderError(EtcdError):
@@ -78,6 +81,7 @@ class Coordinator:
         self.topic_counter = root + "counters/topic-id"
         self.producer_counter = root + "counters/producer-id"
         self.epochs_prefix = root + "epochs/"
+        self.positions_prefix = root + "positions/"
 
     @classmethod
     def from_settings(cls, cfg: dict) -> "Coordinator":
@@ -205,6 +209,26 @@ class Coordinator:
             if result.succeeded:
                 return value
             await self._check_fence(epoch, counter)
+
+    # -- failover positions --------------------------------------------------------
+
+    async def publish_positions(self, positions: Mapping[int, LogPosition]) -> None:
+        """Publish where this node's log of each topic ends, attached to its lease.
+
+        Done after the node saw the leader key go (and closed the old leader's streams), so
+        the positions include every batch the old leader acknowledged.
+        """
+        body = json.dumps({str(t): [p.last_epoch, p.end_offset] for t, p in positions.items()})
+        await self.client.put(f"{self.positions_prefix}{self.node_id}", body, lease=self.lease.id)
+
+    async def positions(self) -> dict[int, dict[int, LogPosition]]:
+        """Every published position: node id -> topic id -> LogPosition."""
+        kvs, _ = await self.client.range(self.positions_prefix, prefix=True)
+        out = {}
+        for kv in kvs:
+            node = int(kv.key.decode().rsplit("/", 1)[1])
+            out[node] = {int(t): LogPosition(int(e), int(o)) for t, (e, o) in json.loads(kv.value).items()}
+        return out
 
     # -- epochs ----------------------------------------------------------------------
 

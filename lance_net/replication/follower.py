@@ -27,7 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from lance_store import CorruptionError, OffsetError, Store, Topic, UnknownTopicError
+from lance_store import (CorruptionError, OffsetError, ReadOnlyError, Store, Topic, UnknownTopicError,
+                         WriteFailedError)
 from lance_store.segment import naming
 
 from .epochs import EpochEntry, EpochsFile, divergence_point
@@ -147,7 +148,9 @@ class Follower:
         if msg.payload:
             try:
                 topic.append_raw(msg.payload, start)
-            except (CorruptionError, OffsetError):
+            except (CorruptionError, OffsetError, ReadOnlyError, WriteFailedError):
+                # Damaged batches, or a topic the kernel stopped taking writes for: nothing
+                # of this message is acknowledged.
                 return Status.ERROR
         if msg.rotate_after:
             topic.seal_active(msg.sealed_t1_ns)

@@ -79,6 +79,24 @@ def may_accept_writes(own: LogPosition, others: Mapping[int, LogPosition], clust
     return all(own >= p for p in others.values())
 
 
+def behind_on(own: Mapping[int, LogPosition], others: Mapping[int, Mapping[int, LogPosition]],
+              cluster_size: int) -> list[int]:
+    """The topics for which a newly elected leader may not take writes yet (empty: it may).
+
+    `own` maps topic ids to this node's positions, `others` node ids to theirs; a topic a
+    node does not report counts as empty there, and a topic only others report counts as
+    empty here.
+    """
+    if 1 + len(others) < required_copies(cluster_size):
+        return sorted(set(own).union(*others.values()))
+    empty = LogPosition(0, 0)
+    topics = set(own).union(*others.values())
+    return sorted(t for t in topics
+                  if not may_accept_writes(own.get(t, empty),
+                                           {n: p.get(t, empty) for n, p in others.items()},
+                                           cluster_size))
+
+
 class QuorumTracker:
     """The commit state of one topic on its leader."""
 

@@ -5,10 +5,10 @@ import copy
 import pytest
 
 from lance_store import settings
-
 from lance_net.replication.coordinator import Coordinator, NotLeaderError
 from lance_net.replication.epochs import EpochEntry
 from lance_net.replication.etcd import EtcdClient
+from lance_net.replication.quorum import LogPosition, behind_on
 
 from .replication_fixtures import etcd, run  # noqa: F401  (fixture)
 
@@ -152,3 +152,20 @@ def test_settings_describe_a_coordinator(etcd):
     cfg["replication"]["lease_margin_ms"] = 100
     with pytest.raises(ValueError, match="margin"):
         Coordinator.from_settings(cfg)
+
+
+def test_failover_positions_decide_whether_the_winner_may_write(etcd):
+    async def main():
+        nodes = [await started(etcd.url, "failover", i) for i in (1, 2, 3)]
+        mine = {1: LogPosition(4, 500), 2: LogPosition(4, 70)}
+        await nodes[0].publish_positions(mine)
+        await nodes[1].publish_positions({1: LogPosition(4, 400), 2: LogPosition(4, 90)})
+        seen = await nodes[0].positions()
+        assert seen[1] == mine and set(seen) == {1, 2}
+        others = {n: p for n, p in seen.items() if n != 1}
+        assert behind_on(mine, others, 3) == [2]       # node 2 holds more of topic 2
+        await nodes[1].close()                           # its positions go with its lease
+        assert set(await nodes[0].positions()) == {1}
+        await close_all(nodes[0], nodes[2])
+        await nodes[1].client.close()
+    run(main())

@@ -288,6 +288,27 @@ def test_an_epochs_entry_past_the_log_end_is_dropped(pair):
     assert follower.highest_epoch == 2
 
 
+def test_topic_methods_for_replicated_writes_refuse_misuse(pair):
+    leader, store = pair
+    lt, t = leader.create_topic("t"), store.create_topic("t")
+    write(lt, 2)
+    data, end, _ = lt.read_raw(0, 1 << 20)
+    with pytest.raises(lance_store.OffsetError, match="INVALID_OFFSET: replicated write at 77"):
+        t.append_raw(data, 77)
+    with pytest.raises(lance_store.CorruptionError, match="trailing bytes|torn"):
+        t.append_raw(data[:-1], 0)
+    assert t.high_watermark == 0
+    assert t.append_raw(data, 0) == end
+    with pytest.raises(ValueError, match="only an empty active segment"):
+        t.name_active(t.active.name.t0 + 5)
+    with pytest.raises(ValueError, match="is not after"):
+        t.seal_active(t.active.name.t0)
+    sealed = t.seal_active(t.active.name.t0 + 10)
+    assert sealed.name.t1 == sealed.name.t0 + 10 and t.active.size == 0
+    assert t.name_active(123).name.t0 == 123 and os.path.exists(t.active.path)
+    assert t.truncate_to(t.high_watermark) == 0
+
+
 def test_epochs_file_format():
     entries = [EpochEntry(1, 0), EpochEntry(4, 100), EpochEntry(9, 100)]
     assert parse(format_entries(entries).decode()) == entries

@@ -4,7 +4,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from lance_net.replication.quorum import (
-    LogPosition, QuorumTracker, committed_offset, may_accept_writes, most_up_to_date,
+    LogPosition, QuorumTracker, behind_on, committed_offset, may_accept_writes, most_up_to_date,
     required_copies,
 )
 
@@ -163,3 +163,13 @@ def test_a_new_leader_commits_only_past_its_epoch_start():
     assert t.confirm(2, 500) == 0 and t.confirm(3, 500) == 0   # older epochs' bytes alone: no
     assert t.leader_wrote(650) == 0
     assert t.confirm(2, 650) == 650
+
+
+def test_behind_on_lists_the_topics_a_new_leader_lacks():
+    own = {1: LogPosition(5, 900), 2: LogPosition(5, 100)}
+    others = {2: {1: LogPosition(5, 800), 2: LogPosition(5, 300)}, 3: {3: LogPosition(4, 50)}}
+    assert behind_on(own, others, 3) == [2, 3]      # topic 3 only another node holds
+    assert behind_on(own, {2: others[2]}, 3) == [2]
+    assert behind_on({1: LogPosition(6, 0)}, {2: {1: LogPosition(5, 10**6)}}, 3) == []
+    assert behind_on(own, {}, 3) == [1, 2]          # no majority heard: nothing is safe
+    assert behind_on(own, {}, 1) == []
