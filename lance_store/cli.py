@@ -41,7 +41,7 @@ def main() -> None:
 
 
 @main.command(epilog=EPILOG)
-@click.argument("path", type=click.Path(exists=True))
+@click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
 @handle_errors
 def verify(path: str, as_json: bool) -> None:
@@ -80,7 +80,7 @@ def _total(path: str) -> int:
 
 
 @main.command(epilog=EPILOG)
-@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.argument("path", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @handle_errors
 def inspect(path: str, as_json: bool) -> None:
@@ -120,7 +120,7 @@ def inspect(path: str, as_json: bool) -> None:
 
 
 @main.command(epilog=EPILOG)
-@click.argument("segment", type=click.Path(exists=True, dir_okay=False))
+@click.argument("segment", type=click.Path(dir_okay=False))
 @click.option("--limit", type=int, default=20, show_default=True, help="Batches to show (0: all).")
 @click.option("--hex", "show_hex", is_flag=True, help="Show record values as hex.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per batch, one per line.")
@@ -173,7 +173,7 @@ def _print_record(recs, data: bytes, i: int, show_hex: bool, as_json: bool) -> N
 
 
 @main.command(epilog=EPILOG)
-@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.argument("path", type=click.Path(file_okay=False))
 @click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan and result as JSON.")
 @handle_errors
@@ -200,7 +200,7 @@ def repair(path: str, dry_run: bool, as_json: bool) -> None:
 
 
 @main.command(epilog=EPILOG)
-@click.argument("path", type=click.Path(exists=True))
+@click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def reindex(path: str, as_json: bool) -> None:
