@@ -18,9 +18,9 @@ import time
 from typing import TYPE_CHECKING
 
 from lance_net.protocol import (
-    ACCESS_DENIED, AUTH_REQUIRED, INVALID_CLIENT_COMMAND, NEED_DATA, Ack, Authenticate, Backpressure,
-    Connection, ConnectionClosed, ErrorResponse, Ingest, InvalidCommand, Keepalive, ProtocolError,
-    Role, UnsupportedFrame, error_message,
+    ACCESS_DENIED, AUTH_REQUIRED, INVALID_CLIENT_COMMAND, NEED_DATA, Ack, Authenticate,
+    Backpressure, Connection, ConnectionClosed, ErrorResponse, Ingest, InvalidCommand, Keepalive,
+    ProtocolError, Role, UnsupportedFrame, error_message,
 )
 
 from . import admin, consume, produce
@@ -57,7 +57,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         self.last_frame = 0.0
         self.closed = False
         self._barrier = False
-        self._eof = False
+        self._close_when_done = False   # the peer closed its side, or the stream broke
         self._failed = False
         self._pauses: set = set()
         self._reading_paused = False
@@ -107,7 +107,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._pump()
 
     def eof_received(self) -> bool:
-        self._eof = True
+        self._close_when_done = True
         if not self.closed and not self._failed:
             try:
                 self.lwp.receive_data(b"")
@@ -137,7 +137,13 @@ class ClientConnection(asyncio.BufferedProtocol):
             if event is NEED_DATA:
                 return
             self.last_frame = self._loop.time()
-            self._dispatch(event)
+            try:
+                self._dispatch(event)
+            except Exception:  # a fault of ours: this connection's state is unknown now
+                log.exception("%s: closing after an internal error on %s", self.peer,
+                              type(event).__name__)
+                self.close()
+                return
 
     def _dispatch(self, event) -> None:
         kind = type(event)
@@ -172,6 +178,10 @@ class ClientConnection(asyncio.BufferedProtocol):
             result = handler(self, event)
         except Refused as refusal:
             self.reply(ErrorResponse(refusal.message))
+            return
+        except Exception as exc:  # a store failure must not take the connection down
+            log.exception("%s: %s failed", self.peer, kind.__name__)
+            self.reply(ErrorResponse(f"request failed: {exc}"))
             return
         if not inspect.isawaitable(result):
             self.reply(result)
@@ -229,7 +239,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         if self.closed:
             return
         self.transport.writelines(buffers)
-        if self._eof:
+        if self._close_when_done:
             self._finish_if_done()
 
     def settle_ack(self, slot: Slot, batch_id: int, received: float, ticket) -> None:
@@ -309,7 +319,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._barrier = False
         for task in list(self._tasks):
             task.cancel()
-        self._eof = True
+        self._close_when_done = True
         self._finish_if_done()
 
     def close(self) -> None:

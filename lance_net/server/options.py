@@ -29,9 +29,7 @@ def parse_address(text: str, what: str, default_port: int) -> tuple[str, int]:
         port_text = rest[1:]
     elif value.count(":") == 1:
         host, _, port_text = value.partition(":")
-    elif ":" in value:  # a bare IPv6 address
-        host, port_text = value, ""
-    else:
+    else:  # a bare host name, IPv4 or IPv6 address
         host, port_text = value, ""
     if not port_text:
         port = default_port

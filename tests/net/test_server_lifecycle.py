@@ -30,6 +30,24 @@ def test_print_config_prints_the_defaults():
     assert printed["retention"] == DEFAULTS["retention"]
 
 
+@pytest.mark.parametrize("args, toml, message", [
+    (["--listen", "127.0.0.1:99999"], "", "network.listen: expected a port in 0..65535"),
+    ([], '[replication]\nmode = "l3"\n', "replication.mode: this broker serves 'l1'"),
+    ([], "[network]\nidle_timeout_s = 0\n", "network.idle_timeout_s: expected a positive"),
+    ([], '[tls]\ncert = "server.pem"\n', "tls: cert and key go together"),
+    ([], "[network]\nlisten_port = 1\n", "unknown setting [network] listen_port"),
+], ids=["port", "mode", "timeout", "tls", "unknown-key"])
+def test_bad_settings_stop_startup_with_exit_2(tmp_path, args, toml, message):
+    config = tmp_path / "lance.toml"
+    config.write_text(toml)
+    done = subprocess.run([*lance_net_command(), "serve", "--data-dir", str(tmp_path / "data"),
+                           "--config", str(config), "--http", "off", *args],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert not (tmp_path / "data").exists()
+
+
 def test_startup_logs_backend_data_dir_and_recovery(broker_factory, tmp_path):
     broker = broker_factory(data_dir=tmp_path / "fresh" / "lance-data")
     assert (tmp_path / "fresh" / "lance-data" / "node.json").exists()

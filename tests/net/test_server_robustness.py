@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from lance_net.protocol import Ack, Dialect, Ingest, Keepalive
+from lance_net.protocol import Ack, Dialect, Keepalive
 from lance_net.protocol.frames import FLAG_INGEST, HEADER_SIZE, encode_frame
 from lance_store.records import encode
 
