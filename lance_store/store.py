@@ -17,6 +17,7 @@ import uuid
 
 from . import fsutil
 from .config import StoreConfig
+from .pipeline import Completions
 from .errors import LanceError, ReadOnlyError, StoreLockedError, TopicExistsError, UnknownTopicError
 from .sortkey import HybridClock
 from .topic import METADATA, Retention, Topic
@@ -95,6 +96,7 @@ class Store:
         self.legacy = False
         self.backend = None
         self.pool = None
+        self.completions = None
         node_path = os.path.join(self.path, NODE_FILE)
 
         if not os.path.isdir(self.path):
@@ -133,6 +135,9 @@ class Store:
                 os.makedirs(os.path.join(self.path, SEGMENTS), exist_ok=True)
                 self.backend = select_backend(self.config.backend)
                 self.pool = BufferPool(self.config.buffer_count, self.config.buffer_size)
+                # Pinned buffers let io_uring skip page mapping on every write.
+                self.backend.register_buffers(self.pool)
+                self.completions = Completions(self.backend)
             self.clock = HybridClock(int(self.node.get("node_id", node_id)) if node_id == 0 else node_id)
             self._load_topics()
         except BaseException:
@@ -278,10 +283,17 @@ class Store:
             if not t.readonly:
                 t.sync()
 
+    async def drain(self) -> None:
+        """Wait for every asyncio append of every topic to be confirmed."""
+        for t in self.topics():
+            await t.drain()
+
     def close(self) -> None:
         for t in list(self._topics.values()):
             t.close()
         self._topics.clear()
+        if self.completions is not None:
+            self.completions.detach()
         if self.backend is not None:
             self.backend.close()
         self._release_lock()

@@ -128,6 +128,8 @@ class Topic:
         self.warnings: list[str] = []
         self._lock = threading.RLock()
         self._commit_lock = threading.Lock()
+        self._async = None               # the AsyncAppender, made on first append_async
+        self._listeners: list = []       # called when the high watermark advances
         self._commit_queue: list[_Request] = []
         self._committing = False
         self._failed: str | None = None
@@ -155,6 +157,7 @@ class Topic:
             self.clock.observe(*state.newest)
         self._bases = [s.name.base for s in self.segments]
         self._high = self.segments[-1].end if self.segments else 0
+        self._next = self._high          # end of everything written or in flight
 
     def _open_writer(self) -> None:
         active = self.segments[-1]
@@ -234,6 +237,98 @@ class Topic:
             for r in group:
                 r.event.set()
 
+    # -- asyncio appends ---------------------------------------------------------------
+
+    async def append_async(self, records: Sequence, *, timestamp_ns: int | None = None,
+                           record_type: int = RAW, producer_id: int = 0,
+                           producer_seq: int = 0) -> AppendResult:
+        """Append one batch from an event loop; resolves once it is durable.
+
+        Batches queued while earlier groups sync are written as the next group
+        (up to two groups in flight); results arrive in log order.
+        """
+        item = _Values(records, record_type, timestamp_ns, producer_id, producer_seq)
+        return await self._enqueue(item)
+
+    async def append_encoded_async(self, spec: BatchSpec) -> AppendResult:
+        """`append_async` for a pre-encoded TLV payload (the broker's ingest path)."""
+        return await self._enqueue(spec)
+
+    def _enqueue(self, item):
+        size = _payload_size(item)
+        self._check_writable()
+        if self._async is None:
+            from .pipeline import AsyncAppender
+            self._async = AsyncAppender(self, self.store.completions,
+                                        sync=self.config.durability != "async")
+        return self._async.enqueue(item, size)
+
+    async def drain(self) -> None:
+        """Wait for every asyncio append of this topic to be confirmed."""
+        if self._async is not None:
+            await self._async.drain()
+
+    def needs_rotation(self, size: int) -> bool:
+        base = self.active.name.base
+        return self._next > base and self._next - base + size > self.config.segment_max_bytes
+
+    def group_room(self) -> int:
+        """The largest batch a fresh group buffer takes."""
+        return self.store.pool.size - 4096
+
+    def release_group(self, g) -> None:
+        if self._writer is not None:
+            self._writer.release(g)
+        else:
+            self.store.pool.give(g.buf) if g.buf is not None else None
+
+    def _build_group(self, queue, sync: bool):
+        """Fill one group buffer from the head of `queue` and submit it (event loop)."""
+        from .pipeline import _Flight
+        with self._lock:
+            self._check_writable()
+            g = self._writer.begin()
+            cursor = self._next
+            pending, waiters = [], []
+            try:
+                while queue:
+                    q = queue[0]
+                    size = BATCH_OVERHEAD + q.size
+                    # The pump checked the head; later batches join while they fit.
+                    if pending and (size > g.room or cursor - self.active.name.base + size
+                                    > self.config.segment_max_bytes):
+                        break
+                    queue.popleft()
+                    it = q.item
+                    count = it.record_count if isinstance(it, BatchSpec) else len(it.values)
+                    ts, low = self.clock.stamp(count, it.timestamp_ns)
+                    hdr = self._encode_into(g, it, q.size, count, cursor, ts, low)
+                    pending.append((cursor, ts, low))
+                    if hdr.producer_id:
+                        self.producers[hdr.producer_id] = (hdr.producer_seq, cursor)
+                    waiters.append((q.future, AppendResult(cursor, cursor + size, count, ts, low)))
+                    cursor += size
+                ticket = self._writer.submit(g, sync=sync)
+            except BaseException as exc:
+                self._writer.release(g)
+                for future, _ in waiters:
+                    future.set_exception(exc)
+                raise
+            self._next = cursor
+            return _Flight(ticket, g, pending, cursor, waiters)
+
+    def add_listener(self, callback) -> None:
+        """Call `callback(topic)` whenever the high watermark advances (long polls).
+
+        It runs on whichever thread published the batches, under the topic's
+        lock: keep it short and thread-safe (e.g. loop.call_soon_threadsafe).
+        """
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
     def append_many(self, batches: Sequence[Sequence], *, record_type: int = RAW) -> list[AppendResult]:
         """Append several batches with one write and one sync (group commit)."""
         return self._append([_Values(recs, record_type) for recs in batches], sync=True)
@@ -248,9 +343,12 @@ class Topic:
         sizes = [_payload_size(it) for it in items]   # validates before a byte is written
         with self._lock:
             self._check_writable()
+            if self._async is not None and self._async.flights:
+                raise RuntimeError(f"topic {self.name!r} has asyncio appends in flight; "
+                                   "append from the event loop with append_async")
             results: list[AppendResult] = []
             pending: list[tuple[int, int, int]] = []
-            cursor = self._high
+            cursor = self._next
             limit = self.config.segment_max_bytes
             g = self._writer.begin()
             try:
@@ -347,6 +445,9 @@ class Topic:
             seg.index.note_batch(off, ts, low)
         seg.size = cursor - seg.name.base
         self._high = cursor
+        self._next = max(self._next, cursor)
+        for cb in self._listeners:
+            cb(self)
 
     def _write(self, chunks: list, pending: list, cursor: int, sync: bool) -> None:
         """Bytes that are already whole batches (replicated data): write and publish."""

@@ -124,6 +124,29 @@ class SegmentWriter:
                 self.release(g)
             return self.data_len
 
+    def submit(self, g: GroupBuffer, *, sync: bool) -> int:
+        """Start the group's write and return its backend ticket at once.
+
+        The writer moves on as if the bytes were written (the next group starts
+        after them); the caller keeps `g` until the ticket is reaped, then
+        `release(g)`. The backend writes overlapping groups of a file in order.
+        """
+        with self._lock:
+            if self.direct:
+                aligned = align_up(g.fill)
+                g.buf[g.fill:aligned] = bytes(aligned - g.fill)
+                views = [g.view[:aligned]]
+                tail = bytes(g.buf[g.fill - g.fill % BLOCK:g.fill])
+            else:
+                views, tail = [g.view[:g.fill]], b""
+            try:
+                ticket = self.backend.submit(self.fd, g.file_pos, views, sync=sync)
+            except OSError as exc:
+                raise WriteFailedError(self.path, g.file_pos, exc) from exc
+            self._tail = tail
+            self.data_len = g.data_end
+            return ticket
+
     def write(self, chunks: list, *, sync: bool = True) -> int:
         """Append the chunks (any size: buffers are flushed as they fill);
         returns the new data length."""

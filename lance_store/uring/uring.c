@@ -225,13 +225,18 @@ int lnc_ring_kick(lnc_ring *r, uint64_t user_data)
     return submit_queued(r);
 }
 
-/* Block until at least one completion is ready, without consuming it. Returns -EINTR on
-   a signal so the caller can run its handlers. Touches only the completion queue. */
+/* Block until at least one completion is ready, without consuming it, or for at most
+   a few milliseconds: another thread (an event loop reaping through the eventfd) may
+   consume the completion this one waits for, kick included, so the caller re-checks
+   its condition after every return. Returns -EINTR on a signal so the caller can run
+   its handlers. Touches only the completion queue. */
 int lnc_ring_wait(lnc_ring *r)
 {
     struct io_uring_cqe *cqe;
+    struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = 5 * 1000 * 1000};
+    int rc = io_uring_wait_cqe_timeout(&r->ring, &cqe, &ts);
 
-    return io_uring_wait_cqe(&r->ring, &cqe);
+    return rc == -ETIME ? 0 : rc;
 }
 
 unsigned lnc_ring_reap(lnc_ring *r, lnc_completion *out, unsigned max)

@@ -1,0 +1,184 @@
+"""The asyncio write pipeline of a topic: groups in flight, confirmed in order.
+
+`Topic.append_async` queues a batch here; a pump task fills the next group's
+aligned buffer and submits it while earlier groups are still syncing (up to
+`max_in_flight`), and completions arriving on the backend's eventfd publish
+each group's batches and resolve their futures in log order.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+from .segment.header import BATCH_OVERHEAD
+
+MAX_IN_FLIGHT = 2
+
+
+@dataclass(slots=True)
+class _Queued:
+    item: object                    # BatchSpec or _Values
+    size: int                       # payload bytes
+    future: asyncio.Future
+
+
+@dataclass(slots=True)
+class _Flight:
+    """One submitted group: its buffer, its batches, and who waits for them."""
+
+    ticket: int
+    group: object                   # GroupBuffer
+    pending: list                   # (offset, ts, key_low) per batch, for the index
+    end: int                        # topic offset after the group
+    waiters: list = field(default_factory=list)   # (future, AppendResult)
+    failed: bool = False
+
+
+class Completions:
+    """Dispatches a store's backend completions (one eventfd) to its topics' flights."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.callbacks: dict[int, object] = {}
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.loop is loop:
+            return
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.remove_reader(self.backend.fileno())
+        self.loop = loop
+        loop.add_reader(self.backend.fileno(), self._on_ready)
+
+    def expect(self, ticket: int, callback) -> None:
+        self.callbacks[ticket] = callback
+
+    def _on_ready(self) -> None:
+        for ticket, result in self.backend.reap():
+            callback = self.callbacks.pop(ticket, None)
+            if callback is not None:
+                callback(result)
+
+    def detach(self) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.remove_reader(self.backend.fileno())
+        self.loop = None
+
+
+class AsyncAppender:
+    """Per topic: the queue of batches, the groups in flight, the pump."""
+
+    def __init__(self, topic, completions: Completions, *, sync: bool, max_in_flight: int = MAX_IN_FLIGHT):
+        self.topic = topic
+        self.completions = completions
+        self.sync = sync
+        self.max_in_flight = max_in_flight
+        self.queue: deque[_Queued] = deque()
+        self.flights: deque[_Flight] = deque()
+        self._wake: asyncio.Event | None = None
+        self._pump: asyncio.Task | None = None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.queue or self.flights)
+
+    def enqueue(self, item, size: int) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        self.completions.attach(loop)
+        future = loop.create_future()
+        self.queue.append(_Queued(item, size, future))
+        if self._pump is None or self._pump.done():
+            self._wake = asyncio.Event()
+            self._pump = loop.create_task(self._run())
+        else:
+            self._wake.set()
+        return future
+
+    async def _run(self) -> None:
+        topic = self.topic
+        while self.queue:
+            if len(self.flights) >= self.max_in_flight:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            head = self.queue[0]
+            size = BATCH_OVERHEAD + head.size
+            if topic.needs_rotation(size) or size > topic.group_room():
+                # Sealing and oversized batches go through the blocking path,
+                # after every group of the segment is confirmed.
+                if self.flights:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                self.queue.popleft()
+                try:
+                    result = await asyncio.get_running_loop().run_in_executor(
+                        None, lambda: topic._append([head.item], sync=self.sync)[0])
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    if not head.future.done():
+                        head.future.set_exception(exc)
+                else:
+                    if not head.future.done():
+                        head.future.set_result(result)
+                continue
+            self._submit_group()
+
+    def _submit_group(self) -> None:
+        """Fill one buffer with as many queued batches as fit, and submit it."""
+        topic = self.topic
+        try:
+            flight = topic._build_group(self.queue, self.sync)
+        except BaseException as exc:  # noqa: BLE001 - every queued batch learns why
+            self._fail(exc)
+            return
+        self.flights.append(flight)
+        self.completions.expect(flight.ticket, lambda result, f=flight: self._done(f, result))
+
+    def _done(self, flight: _Flight, result) -> None:
+        topic = self.topic
+        # Groups of one file complete in submission order (the backend's promise).
+        assert self.flights and self.flights[0] is flight, "group confirmed out of order"
+        self.flights.popleft()
+        topic.release_group(flight.group)
+        if flight.failed:
+            return
+        if isinstance(result, BaseException):
+            topic._failed = topic._failed or f"write failed: {result}"
+            self._fail(result, flight)
+            return
+        with topic._lock:
+            topic._publish(flight.pending, flight.end)
+        for future, res in flight.waiters:
+            if not future.done():
+                future.set_result(res)
+        if self._wake is not None:
+            self._wake.set()
+
+    def _fail(self, exc: BaseException, flight: _Flight | None = None) -> None:
+        """A failed group fails itself, every later group and everything queued.
+
+        Later groups stay in `flights` until the backend reports them, so their
+        buffers go back to the pool only once the kernel is done with them.
+        """
+        doomed = ([flight] if flight else []) + list(self.flights)
+        for f in doomed:
+            f.failed = True
+            for future, _ in f.waiters:
+                if not future.done():
+                    future.set_exception(exc)
+        while self.queue:
+            q = self.queue.popleft()
+            if not q.future.done():
+                q.future.set_exception(exc)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def drain(self) -> None:
+        """Wait until everything queued is confirmed (or failed) and no group is in flight."""
+        while self.busy:
+            futures = [q.future for q in self.queue] + [f for fl in self.flights for f, _ in fl.waiters]
+            await asyncio.gather(*futures, return_exceptions=True)
+            if self.flights and all(f.done() for f in futures):
+                self._wake.clear()
+                await self._wake.wait()
