@@ -195,7 +195,7 @@ def recover_topic(folder: str, *, readonly: bool, interval: int, warn: Warn) -> 
             if not readonly:
                 cut_tail(active.path, scan.valid_end)
         _note_producers(state, scan)
-        if len(segments) > 1 and segments[-2].sealed and segments[-2].size:
+        if len(segments) > 1 and segments[-2].size:  # sealed, or an interrupted seal read-only
             # Producer sequences also come from the previous segment, so that a
             # retry right after a rotation is still recognised.
             _note_producers(state, scan_segment(segments[-2].path, segments[-2].name.base), first=True)
@@ -231,7 +231,7 @@ def _note_newest(state: TopicState, active_scan: SegmentScan | None) -> None:
     for seg in reversed(state.segments):
         if seg.size == 0:
             continue
-        b = active_scan.batches if (active_scan is not None and not seg.sealed) else \
+        b = active_scan.batches if (active_scan is not None and seg is state.segments[-1]) else \
             scan_segment(seg.path, seg.name.base, length=seg.size).batches
         if len(b.pos):
             state.newest = (int(b.last_ts[-1]), int(b.first_key[-1]), int(b.record_count[-1]))
