@@ -21,6 +21,7 @@ from lance_store.verify import DAMAGE, WARNING, verify_path
 
 TS = 1_700_000_000_000_000_000
 CONFIG = StoreConfig(segment_max_bytes=1 << 20)
+PRODUCER = 3
 
 
 def batch_values(i: int) -> list[bytes]:
@@ -35,7 +36,7 @@ def build(path, groups: list[int]) -> list[tuple[int, int, list[bytes]]]:
         t = store.create_topic("t")
         for g, count in enumerate(groups):
             for _ in range(count):
-                r = t.append(batch_values(i), timestamp_ns=TS + i)
+                r = t.append(batch_values(i), timestamp_ns=TS + i, producer_id=PRODUCER, producer_seq=i)
                 batches.append((r.offset, r.next_offset, batch_values(i)))
                 i += 1
             if g < len(groups) - 1:
@@ -63,9 +64,10 @@ def expected_records(batches) -> list[tuple[int, bytes]]:
 
 def assert_serves(store, batches) -> None:
     """Every batch readable at its offset and found by its time (both through the
-    index), and every record by scan."""
+    index), every record by scan, and the producer's last sequence number known."""
     t = store.topic("t")
     assert (t.low_watermark, t.high_watermark) == (batches[0][0], batches[-1][1])
+    assert t.producer_last_seq(PRODUCER) == len(batches) - 1
     assert [(r.offset, r.value) for r in t.records()] == expected_records(batches)
     for i, (offset, end, values) in enumerate(batches):
         got, nxt = t.read(offset, max_bytes=1)
