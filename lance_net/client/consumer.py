@@ -111,9 +111,10 @@ class Consumer:
         return self
 
     async def close(self) -> None:
+        """Close the connection once fetches still parked on the broker are answered."""
         self._drop_ahead()
         if self.session is not None:
-            await self.session.close()
+            await self.session.close(linger_s=self.max_wait_ms / 1000 + 1.0)
         if self.offset_store is not None:
             await self.offset_store.close()
 

@@ -43,6 +43,7 @@ class Link(asyncio.Protocol):
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._error: BaseException | None = None
         self._writable: asyncio.Event | None = None
+        self._settled: asyncio.Event | None = None  # set when no reply is owed (during close)
         self.closed: asyncio.Future | None = None
 
     # ------------------------------------------------------------ asyncio.Protocol
@@ -115,6 +116,8 @@ class Link(asyncio.Protocol):
         waiter = self._waiters.popleft()
         if not waiter.done():
             waiter.set_result(event)
+        if not self._waiters and self._settled is not None:
+            self._settled.set()
 
     def _fail(self, error: BaseException) -> None:
         if self._error is not None:
@@ -126,6 +129,8 @@ class Link(asyncio.Protocol):
                 waiter.set_exception(error)
         if self.closed is not None and not self.closed.done():
             self.closed.set_result(error)
+        if self._settled is not None:
+            self._settled.set()
         if self.listener is not None:
             self.listener.on_lost(self, error)
 
@@ -196,9 +201,18 @@ class Link(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
-    async def close(self) -> None:
+    async def close(self, linger_s: float = 0.0) -> None:
+        """Close, first waiting up to `linger_s` for replies still owed (a parked long-poll),
+        so that the broker never writes to a connection the client already closed."""
         if self._transport is None:
             return
+        if linger_s > 0 and self._waiters and self._error is None:
+            # Cancelled requests stay in the FIFO until their reply comes, so count, not futures.
+            self._settled = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._settled.wait(), linger_s)
+            except asyncio.TimeoutError:
+                pass
         self._fail(ConnectionLost(self.endpoint, "closed by the client"))
         self._transport.close()
 

@@ -73,7 +73,7 @@ class Session:
         await self.close()
         self.endpoint = endpoint
 
-    async def close(self) -> None:
+    async def close(self, linger_s: float = 0.0) -> None:
         link, self._link = self._link, None
         if link is not None:
-            await link.close()
+            await link.close(linger_s)
