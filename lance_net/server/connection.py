@@ -39,6 +39,10 @@ _BACKPRESSURE = Backpressure()
 _WRITING = "writing"      # the peer does not read our replies fast enough
 _DRAIN = "drain"          # the node is shutting down
 _FAILED = "failed"        # a framing fault: the stream can no longer be read
+# Control requests of one connection being answered at once. Past this, and while the
+# peer is not reading its replies, no further frame is taken from the buffer: what a
+# client can make the node hold in memory stays bounded.
+MAX_PENDING_REPLIES = 32
 
 
 class ClientConnection(asyncio.BufferedProtocol):
@@ -57,6 +61,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         self.last_frame = 0.0
         self.closed = False
         self._barrier = False
+        self._stalled = False           # frames were left in the buffer because _held
         self._close_when_done = False   # the peer closed its side, or the stream broke
         self._failed = False
         self._pauses: set = set()
@@ -123,12 +128,22 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._resume(_WRITING)
+        self._unstall()
 
     # -- frames in ----------------------------------------------------------------------
 
+    @property
+    def _held(self) -> bool:
+        """Whether frames stay unread in the buffer for now (see MAX_PENDING_REPLIES)."""
+        return (self._barrier or len(self.replies) >= MAX_PENDING_REPLIES
+                or _WRITING in self._pauses)
+
     def _pump(self) -> None:
         lwp = self.lwp
-        while not self._barrier and not self.closed and not self._failed:
+        while not self.closed and not self._failed:
+            if self._held:
+                self._stalled = True
+                return
             try:
                 event = lwp.next_event()
             except ProtocolError as exc:
@@ -241,6 +256,14 @@ class ClientConnection(asyncio.BufferedProtocol):
         self.transport.writelines(buffers)
         if self._close_when_done:
             self._finish_if_done()
+        else:
+            self._unstall()
+
+    def _unstall(self) -> None:
+        """Take frames from the buffer again, on the next loop turn, once no longer held."""
+        if self._stalled and not self._held and not self.closed:
+            self._stalled = False
+            self._loop.call_soon(self._pump)
 
     def settle_ack(self, slot: Slot, batch_id: int, received: float, ticket) -> None:
         """Fill an Ingest's place in the ack stream once its batch is durable or refused."""

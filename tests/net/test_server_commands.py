@@ -277,3 +277,26 @@ def test_encrypted_ingest_is_refused(module_broker):
         reply = c.recv()
         assert reply.error_code == "INVALID_BATCH" and reply.batch_id == 11
         assert c.fetch(tid, FETCH_TAIL).next_offset == 0
+
+
+def test_pipelined_requests_are_all_answered_in_order(module_broker):
+    with module_broker.client() as c:
+        tid = c.create_topic("cmd-pipelined")["id"]
+        assert c.produce(tid, 1, [b"small"]) == Ack(1)
+        requests = [Fetch(tid, 0, 1 << 16) if i % 2 else GetTopic(tid) for i in range(400)]
+        c.send(*requests)                      # far more than the node answers at once
+        replies = [c.recv() for _ in requests]
+        assert [type(r) for r in replies] == [FetchResponse if i % 2 else TopicResponse
+                                              for i in range(400)]
+        assert all(r.record_count == 1 for r in replies[1::2])
+
+
+def test_a_client_that_reads_late_gets_every_reply(module_broker):
+    with module_broker.client() as c:
+        tid = c.create_topic("cmd-late-reader")["id"]
+        assert c.produce(tid, 1, [b"L" * 60_000] * 16) == Ack(1)
+        c.send(*[Fetch(tid, 0, 1 << 20) for _ in range(60)])
+        time.sleep(0.5)                        # replies pile up: the node stops reading
+        replies = [c.recv(timeout=30) for _ in range(60)]
+        assert all(isinstance(r, FetchResponse) and r.record_count == 16 for r in replies)
+        assert c.request(Keepalive()) == Keepalive()
