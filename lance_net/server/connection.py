@@ -7,7 +7,8 @@ Ordering: acks and refusals of Ingest frames leave in the order the frames
 came; replies to control commands leave in the order the commands came. The two
 streams are independent, so a long-polling Fetch never holds an Ack back.
 Commands that change what later frames mean (InitProducer, topic admin) are
-barriers: frames after one are not read until it is answered.
+barriers: frames after one are not read until it is answered. Frames also wait
+unread while MAX_PENDING_REPLIES replies are owed or the peer is not reading.
 """
 from __future__ import annotations
 
