@@ -30,6 +30,7 @@ FORMAT_VERSION = 1
 NODE_FILE = "node.json"
 LOCK_FILE = ".lock"
 SEGMENTS = "segments"
+WAL_DIR = "wal"
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9-]{1,255}$")
 
 
@@ -97,6 +98,9 @@ class Store:
         self.backend = None
         self.pool = None
         self.completions = None
+        self.wal = None
+        self._syncer: threading.Thread | None = None
+        self._stop_syncer = threading.Event()
         node_path = os.path.join(self.path, NODE_FILE)
 
         if not os.path.isdir(self.path):
@@ -140,6 +144,11 @@ class Store:
                 self.completions = Completions(self.backend)
             self.clock = HybridClock(int(self.node.get("node_id", node_id)) if node_id == 0 else node_id)
             self._load_topics()
+            if not readonly and self.config.durability == "wal":
+                self._open_wal()
+            if not readonly and self.config.durability != "sync":
+                self._syncer = threading.Thread(target=self._sync_loop, name="lance-syncer", daemon=True)
+                self._syncer.start()
         except BaseException:
             self._release_lock()
             raise
@@ -268,6 +277,8 @@ class Store:
             topic = self.topic(name)
             topic.close()
             del self._topics[name]
+            if self.wal is not None:
+                self.wal.forget_topic(topic.id)
             # Rename first so a crash never leaves a half-deleted topic that
             # recovery would try to serve.
             doomed = os.path.join(self._segments_dir(), f".{name}.deleted-{topic.id}-{time.time_ns()}")
@@ -283,14 +294,55 @@ class Store:
             if not t.readonly:
                 t.sync()
 
+    # -- durability modes ---------------------------------------------------------------
+
+    def _open_wal(self) -> None:
+        """Replay the WAL into the recovered segments, sync them, then log anew
+        (FORMAT.md section 7)."""
+        from .wal import Wal, replay
+        wal_dir = os.path.join(self.path, WAL_DIR)
+        os.makedirs(wal_dir, exist_ok=True)
+        by_id = {t.id: t for t in self._topics.values() if t.id}
+        report = replay(wal_dir, {tid: t.high_watermark for tid, t in by_id.items()},
+                        lambda tid, base, batch: by_id[tid].append_raw(batch, base, sync=False))
+        for tid, end in report.ends.items():
+            if tid in by_id and end != by_id[tid].high_watermark:
+                raise LanceError(f"{wal_dir}: replay left topic {tid} at {by_id[tid].high_watermark}, "
+                                 f"expected {end}")
+        for t in by_id.values():
+            t.sync()
+        if report.applied:
+            log.info("wal: replayed %d entries from %d files", report.applied, len(report.files))
+        self.wal = Wal(wal_dir, backend=self.backend, pool=self.pool)
+        for t in by_id.values():
+            self.wal.mark_durable(t.id, t.high_watermark)
+
+    def _sync_loop(self) -> None:
+        """`async` and `wal` modes: sync written segments every sync_interval_ms."""
+        interval = self.config.sync_interval_ms / 1000
+        while not self._stop_syncer.wait(interval):
+            for t in list(self._topics.values()):
+                if t._dirty:
+                    try:
+                        t.sync()
+                    except LanceError as exc:  # the topic records its failure itself
+                        log.error("sync of topic %s failed: %s", t.name, exc)
+
     async def drain(self) -> None:
         """Wait for every asyncio append of every topic to be confirmed."""
         for t in self.topics():
             await t.drain()
 
     def close(self) -> None:
+        if self._syncer is not None:
+            self._stop_syncer.set()
+            self._syncer.join()
+            self._syncer = None
         for t in list(self._topics.values()):
             t.close()
+        if self.wal is not None:
+            self.wal.close()
+            self.wal = None
         self._topics.clear()
         if self.completions is not None:
             self.completions.detach()

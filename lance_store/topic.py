@@ -5,6 +5,7 @@ the lock, topic ids) belongs to `lance_store.store`.
 """
 from __future__ import annotations
 
+import asyncio
 import bisect
 import logging
 import os
@@ -129,6 +130,7 @@ class Topic:
         self._lock = threading.RLock()
         self._commit_lock = threading.Lock()
         self._async = None               # the AsyncAppender, made on first append_async
+        self._dirty = False              # written but not yet synced (async and wal modes)
         self._listeners: list = []       # called when the high watermark advances
         self._commit_queue: list[_Request] = []
         self._committing = False
@@ -257,6 +259,9 @@ class Topic:
     def _enqueue(self, item):
         size = _payload_size(item)
         self._check_writable()
+        if self.store.wal is not None:
+            # WAL appends block; a worker thread keeps them off the event loop.
+            return asyncio.get_running_loop().run_in_executor(None, self._combine, item)
         if self._async is None:
             from .pipeline import AsyncAppender
             self._async = AsyncAppender(self, self.store.completions,
@@ -339,7 +344,12 @@ class Topic:
 
     def _append(self, items: Sequence, *, sync: bool) -> list[AppendResult]:
         """Encode every batch straight into pooled aligned buffers and write the
-        group with as few requests as the buffers allow, then one sync."""
+        group with as few requests as the buffers allow, then one sync.
+
+        Durability `async` acknowledges after the write and leaves the sync to
+        the store's syncer; `wal` acknowledges once the WAL entries are durable.
+        """
+        sync = sync and self.config.durability == "sync"
         sizes = [_payload_size(it) for it in items]   # validates before a byte is written
         with self._lock:
             self._check_writable()
@@ -388,6 +398,8 @@ class Topic:
             hdr_bytes, hdr = encode_batch(payload, count, base_offset=cursor, first_timestamp_ns=ts,
                                           first_key_low=low, producer_id=it.producer_id,
                                           producer_seq=it.producer_seq)
+            if self.store.wal is not None:
+                self.store.wal.append([(self.id, cursor, [hdr_bytes, payload])], sync=True)
             self._writer.write([hdr_bytes, payload], sync=False)
             return hdr
         start = g.fill
@@ -403,6 +415,7 @@ class Topic:
                           it.producer_id, it.producer_seq)
         payload.release()
         g.view[start:start + BATCH_OVERHEAD] = hdr.pack()
+        g.batches.append((cursor, start, g.fill))
         return hdr
 
     def _flush(self, g, size: int):
@@ -410,6 +423,7 @@ class Topic:
         (unsynced; the group's final write carries the sync). A batch larger than
         a whole buffer is written on its own, through the chunked path."""
         if g is not _BIG and g.has_data:
+            self._log(g)
             self._writer.commit(g, sync=False)
             g = self._writer.begin()
         if g is not _BIG and size <= g.room:
@@ -422,10 +436,14 @@ class Topic:
         """Write the group's last buffer (with the sync), then publish its batches."""
         try:
             if g is _BIG:
-                if sync:
+                if sync and self.store.wal is None:
                     self._writer.sync()
+            elif self.store.wal is not None:
+                self._log(g)          # durable in the WAL: the segment write may lag
+                self._writer.commit(g, sync=False)
             else:
                 self._writer.commit(g, sync=sync)
+            self._dirty = self._dirty or not sync or self.store.wal is not None
         except WriteFailedError as exc:
             # Nothing of this group is acknowledged; the bytes past the high
             # watermark are cut by recovery, so the topic stops taking writes.
@@ -433,6 +451,12 @@ class Topic:
             raise
         self._publish(pending, cursor)
         return None
+
+    def _log(self, g) -> None:
+        """In `wal` durability, the group's batches go to the write-ahead log first."""
+        wal = self.store.wal
+        if wal is not None and g.batches:
+            wal.append([(self.id, off, g.view[a:b]) for off, a, b in g.batches], sync=True)
 
     def _release_group(self, g) -> None:
         if g is not None and g is not _BIG:
@@ -461,9 +485,13 @@ class Topic:
         self._publish(pending, cursor)
 
     def sync(self) -> None:
+        """Make every written batch durable in its segment (and release the WAL's hold)."""
         with self._lock:
             if self._writer:
                 self._writer.sync()
+                self._dirty = False
+                if self.store.wal is not None:
+                    self.store.wal.mark_durable(self.id, self._next)
 
     # -- replicated writes (L3 followers) ----------------------------------------------
 
@@ -574,6 +602,8 @@ class Topic:
         sealed_name = seg.name.sealed_as(t1)
         self._writer.finish()
         self._writer = None
+        if self.store.wal is not None:
+            self.store.wal.mark_durable(self.id, self._next)
         self._close_read_fd(seg.path)
         entries = seg.index.array()
         sparse_index.write_atomic(os.path.join(self.folder, sealed_name.index_filename), entries)

@@ -39,7 +39,7 @@ class GroupBuffer:
     the segment's partial last block, so the write covers whole blocks.
     """
 
-    __slots__ = ("buf", "view", "fill", "head", "file_pos", "size")
+    __slots__ = ("buf", "view", "fill", "head", "file_pos", "size", "batches")
 
     def __init__(self, buf, fill: int, file_pos: int):
         self.buf = buf
@@ -47,6 +47,7 @@ class GroupBuffer:
         self.fill = self.head = fill
         self.file_pos = file_pos
         self.size = len(buf)
+        self.batches: list[tuple[int, int, int]] = []   # (topic offset, start, end) in buf
 
     @property
     def has_data(self) -> bool:
