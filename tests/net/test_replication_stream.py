@@ -112,7 +112,9 @@ def test_leader_and_two_followers_over_sockets(tmp_path):
                                      epochs=epochs, end=leader_topic.high_watermark, max_bytes=2048))
             high = leader_topic.high_watermark
             await until(lambda: tracker.acknowledgeable(results[-1].next_offset))
-        await until(lambda: all(t.high_watermark == high for t in topics))
+        # every follower has replied for the last write (a reply follows the whole apply, seal included)
+        await until(lambda: all(s.replies and s.replies[-1].confirmed_offset == high for s in streams))
+        assert all(t.high_watermark == high for t in topics)
         assert folder_files(topics[1].folder) == folder_files(leader_topic.folder)
         assert folder_files(topics[2].folder) == folder_files(leader_topic.folder)
 
@@ -160,8 +162,9 @@ def test_a_stale_leader_is_cut_off(tmp_path):
         stream.writer.close()
         fresh = await Stream.open(port, None, 2, epoch=21)
         fresh.send(messages_from(old, 0, epoch=21, committed=0))
-        await until(lambda: ft.high_watermark == old.high_watermark)
+        await until(lambda: fresh.replies)              # a reply follows the durable write
         assert [r.status for r in fresh.replies] == [Status.OK]
+        assert fresh.replies[0].confirmed_offset == ft.high_watermark == old.high_watermark
         fresh.writer.close()
         server.close()
 
