@@ -5,10 +5,10 @@ are measured in the same run, on the same folder, so ratios compare like with li
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
 import sys
@@ -75,20 +75,113 @@ def bench_append(folder: str, backend: str, total: int, group: int) -> dict:
             "seconds": elapsed, "mb_s": written / elapsed / 1e6, "records_s": records / elapsed}
 
 
+def bench_async(folder: str, backend: str, total: int, window: int = 2 * GROUP) -> dict:
+    """append_async with `window` batches outstanding: the next group fills while
+    the previous one syncs."""
+    path = os.path.join(folder, f"async-{backend}")
+    shutil.rmtree(path, ignore_errors=True)
+    batches = [_batch_values(i) for i in range(GROUP)]
+
+    async def run(topic) -> int:
+        sem = asyncio.Semaphore(window)
+        end = 0
+
+        async def one(values):
+            nonlocal end
+            try:
+                r = await topic.append_async(values)
+                end = max(end, r.next_offset)
+            finally:
+                sem.release()
+
+        tasks = []
+        written = 0
+        size = RECORDS_PER_BATCH * (RECORD + 5) + 77
+        i = 0
+        while written < total:
+            await sem.acquire()
+            tasks.append(asyncio.ensure_future(one(batches[i % GROUP])))
+            written += size
+            i += 1
+        await asyncio.gather(*tasks)
+        return end
+
+    with open_store(path, create=True, config=StoreConfig(backend=backend)) as store:
+        topic = store.create_topic("bench")
+        start = time.perf_counter()
+        written = asyncio.run(run(topic))
+        elapsed = time.perf_counter() - start
+        name = store.backend.name
+    shutil.rmtree(path, ignore_errors=True)
+    records = written // (RECORDS_PER_BATCH * (RECORD + 5) + 77) * RECORDS_PER_BATCH
+    return {"backend": name, "window_batches": window, "bytes": written, "seconds": elapsed,
+            "mb_s": written / elapsed / 1e6, "records_s": records / elapsed}
+
+
+def bench_latency(folder: str, backend: str, count: int = 3000) -> dict:
+    """One 1 KiB record per append, one writer, sequential: durable latency."""
+    path = os.path.join(folder, f"latency-{backend}")
+    shutil.rmtree(path, ignore_errors=True)
+    value = os.urandom(RECORD)
+    lat = np.empty(count)
+    with open_store(path, create=True, config=StoreConfig(backend=backend)) as store:
+        topic = store.create_topic("bench")
+        for _ in range(50):            # warm up: file creation, first blocks
+            topic.append([value])
+        for i in range(count):
+            t = time.perf_counter()
+            topic.append([value])
+            lat[i] = time.perf_counter() - t
+    shutil.rmtree(path, ignore_errors=True)
+    return {"p50_us": float(np.percentile(lat, 50) * 1e6), "p99_us": float(np.percentile(lat, 99) * 1e6),
+            "records_s": count / lat.sum()}
+
+
+def bench_concurrent(folder: str, backend: str, writers: int = 64, seconds: float = 3.0) -> dict:
+    """`writers` asyncio tasks each appending one 1 KiB record at a time and
+    awaiting it: group commit turns their waits into shared syncs."""
+    path = os.path.join(folder, f"concurrent-{backend}")
+    shutil.rmtree(path, ignore_errors=True)
+    value = os.urandom(RECORD)
+
+    async def run(topic) -> int:
+        stop = time.perf_counter() + seconds
+        done = 0
+
+        async def writer():
+            nonlocal done
+            while time.perf_counter() < stop:
+                await topic.append_async([value])
+                done += 1
+
+        await asyncio.gather(*[writer() for _ in range(writers)])
+        return done
+
+    with open_store(path, create=True, config=StoreConfig(backend=backend)) as store:
+        topic = store.create_topic("bench")
+        start = time.perf_counter()
+        done = asyncio.run(run(topic))
+        elapsed = time.perf_counter() - start
+    shutil.rmtree(path, ignore_errors=True)
+    return {"writers": writers, "records_s": done / elapsed}
+
+
 def _child(body: str, setup: str = "import lance_store, lance_store.verify") -> tuple[float, int, list[str]]:
     """Run `body` in a fresh Python; returns (seconds the body took, peak RSS, its output).
 
     A child of its own gives the read its own peak RSS; the body is timed inside
     the child so interpreter start-up is not counted as reading.
     """
+    # The child reports its own high-water mark (VmHWM): a forked child's
+    # rusage can include the parent's memory from before exec.
     code = (setup + "\nimport time\n_t = time.perf_counter()\n" + body +
-            "\nprint('elapsed', time.perf_counter() - _t)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    out = proc.stdout.read().split()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+            "\nprint('elapsed', time.perf_counter() - _t)\n"
+            "print('hwm', [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n")
+    proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
         raise RuntimeError(f"benchmark child failed: {body}")
-    return float(out[out.index("elapsed") + 1]), usage.ru_maxrss * 1024, out
+    out = proc.stdout.split()
+    return float(out[out.index("elapsed") + 1]), int(out[out.index("hwm") + 1]) * 1024, out
 
 
 def _drop_caches() -> bool:
@@ -152,6 +245,20 @@ def run_bench(folder: str, *, gib: float = 2.0, scan_gib: float = 4.0, backend: 
                 f"{r['records_s']:12,.0f} records/s  = {r['ratio_to_dd']:.2f} x dd")
             if group == 1:
                 shutil.rmtree(r["path"], ignore_errors=True)
+        a = bench_async(folder, name, total)
+        a["ratio_to_dd"] = a["mb_s"] * 1e6 / dd
+        results.setdefault("async", []).append(a)
+        say(f"append_async {a['backend']:8s} {a['window_batches']} batches outstanding: "
+            f"{a['mb_s']:8,.0f} MB/s {a['records_s']:12,.0f} records/s  = {a['ratio_to_dd']:.2f} x dd")
+        lat = bench_latency(folder, name)
+        lat["p50_vs_dd"] = lat["p50_us"] / dd_lat
+        results.setdefault("latency", []).append({"backend": name, **lat})
+        say(f"1-record appends {name:8s}: p50 {lat['p50_us']:,.0f} us, p99 {lat['p99_us']:,.0f} us "
+            f"(dd 4 KiB dsync {dd_lat:,.0f} us: p50 = {lat['p50_vs_dd']:.2f} x), {lat['records_s']:,.0f} records/s")
+        conc = bench_concurrent(folder, name)
+        conc["vs_one_writer"] = conc["records_s"] / lat["records_s"]
+        results.setdefault("concurrent", []).append({"backend": name, **conc})
+        say(f"64 writers {name:8s}: {conc['records_s']:,.0f} records/s = {conc['vs_one_writer']:.1f} x one writer")
     # Grow the first append topic to scan_gib (untimed) for the read measurements.
     first = next((r for r in results["append"] if r["batches_per_call"] == GROUP), None)
     if first is not None:
@@ -174,6 +281,5 @@ def run_bench(folder: str, *, gib: float = 2.0, scan_gib: float = 4.0, backend: 
         results["read"] = reads
         for r in results["append"]:
             shutil.rmtree(r["path"], ignore_errors=True)
-    results["self_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(results, default=str))
     return results
