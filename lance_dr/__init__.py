@@ -13,8 +13,8 @@ from .manifest import FileEntry, Manifest, SegmentEntry, TopicEntry
 from .restore import RestorePoint, RestoreResult, restore
 from .ship import ShipResult, SourceDamage, ship
 from .targets import FsspecTarget, LocalTarget, RsyncTarget, Target, Upload, open_target
-from .watch import watch
 from .verify import TargetReport, TopicVerdict, check_segment, verify_target
+from .watch import watch
 from .warmstart import BrokerUnavailable, WarmStart, warm_start
 
 __all__ = [

@@ -16,8 +16,8 @@ from lance_store.verify import verify_path
 
 from .generations import load_manifest
 from .lag import recovery_point_lag
-from .restore import restore
 from .progress import ProgressBar, no_bar
+from .restore import restore
 from .targets.base import Target
 
 

@@ -15,7 +15,7 @@ from lance_store.segment.reader import scan_segment
 
 from .digest import digest_fd
 from .errors import DRError, ManifestError, SourceChanged, TargetError
-from .generations import list_generations, load_manifest, read_latest
+from .generations import load_manifest, read_latest
 from .manifest import (LATEST, MANIFESTS, FileEntry, Manifest, SegmentEntry, TopicEntry, encode_latest,
                        forked_object, generation_of, manifest_path, segment_object)
 from .progress import ProgressBar, no_bar
@@ -59,15 +59,20 @@ class _Plan:
 
 
 def ship(data_dir, target: Target, *, keep: int = DEFAULT_KEEP, bwlimit: int | None = None,
-         progress: ProgressBar = no_bar) -> ShipResult:
-    """Ship the data directory's current state as a new generation (if anything changed)."""
+         progress: ProgressBar = no_bar, manifests: dict | None = None) -> ShipResult:
+    """Ship the data directory's current state as a new generation (if anything changed).
+
+    `manifests` may carry manifests read by an earlier ship to the same target
+    (generations are immutable), sparing the reads; `watch` passes one along.
+    """
     if keep < 1:
         raise ValueError(f"keep {keep}: at least the newest generation must be kept")
     started = time.perf_counter()
     for attempt in range(_ATTEMPTS):
         try:
             with take_snapshot(data_dir) as snap:
-                result = _Shipment(snap, target, keep, bwlimit, progress).run()
+                result = _Shipment(snap, target, keep, bwlimit, progress,
+                                   manifests if manifests is not None else {}).run()
             result.seconds = time.perf_counter() - started
             return result
         except SourceChanged:
@@ -78,8 +83,9 @@ def ship(data_dir, target: Target, *, keep: int = DEFAULT_KEEP, bwlimit: int | N
 
 class _Shipment:
     def __init__(self, snap: Snapshot, target: Target, keep: int, bwlimit: int | None,
-                 progress: ProgressBar):
+                 progress: ProgressBar, manifests: dict):
         self.snap = snap
+        self.manifests = manifests
         self.target = target
         self.keep = keep
         self.bwlimit = bwlimit
@@ -89,27 +95,36 @@ class _Shipment:
     # -- what the target holds -------------------------------------------------------
 
     def _load_history(self) -> None:
-        self.latest = read_latest(self.target)
         self.listing = self.target.list()
+        self.latest = read_latest(self.target) if LATEST in self.listing else None
         numbers = [g for g in map(generation_of, self.listing) if g is not None]
         self.generation = max(numbers + [self.latest or 0]) + 1
-        self.prev: Manifest | None = None
-        if self.latest is not None:
+        # A damaged manifest is trusted for nothing: the new generation is then
+        # built as if the target were empty (`lance-dr verify` reports the damage).
+        self.prev = self._manifest_of(self.latest) if self.latest is not None else None
+
+    def _manifest_of(self, generation: int) -> Manifest | None:
+        """A manifest on the target, None when it is absent or damaged; cached by path and size."""
+        path = manifest_path(generation)
+        key = (path, self.listing.get(path))
+        if key not in self.manifests:
             try:
-                self.prev = load_manifest(self.target, self.latest)
+                self.manifests[key] = load_manifest(self.target, generation)
             except ManifestError:
-                # Ship a fresh generation that trusts nothing of the damaged one;
-                # `lance-dr verify` reports it.
-                self.prev = None
+                self.manifests[key] = None
+        return self.manifests[key]
+
+    def _generations(self, listing: dict[str, int]) -> list[int]:
+        return sorted(g for g in map(generation_of, listing) if g is not None)
 
     def known_objects(self) -> dict[str, tuple[int, str]]:
         """(size, digest) of every object some manifest on the target names."""
         if self._known is None:
             self._known = {}
-            for gen in list_generations(self.target, listing={
-                    p: s for p, s in self.listing.items() if p.startswith(MANIFESTS + "/")}):
-                if gen.manifest is not None:
-                    for path, e in gen.manifest.objects().items():
+            for number in self._generations(self.listing):
+                manifest = self._manifest_of(number)
+                if manifest is not None:
+                    for path, e in manifest.objects().items():
                         self._known.setdefault(path, (e.size, e.blake3))
         return self._known
 
@@ -146,7 +161,7 @@ class _Shipment:
             on_target = self.listing.get(prev.object, -1)
             if seg.size == prev.size and on_target >= prev.size:
                 return _Plan(seg, prev.object, entry=prev)
-            keep = prev.size if on_target >= prev.size else 0
+            keep = prev.size if on_target >= prev.size and self.target.appendable else 0
             return _Plan(seg, prev.object, upload=Upload(seg.pinned_path, prev.object, seg.size, keep))
         if prev is not None or rel in self.known_objects():
             # The source lost a tail it had shipped (a crash before a sync) and
@@ -154,6 +169,17 @@ class _Shipment:
             obj = forked_object(seg.topic, name, self.generation)
             return _Plan(seg, obj, upload=Upload(seg.pinned_path, obj, seg.size), forked=True)
         return _Plan(seg, rel, upload=Upload(seg.pinned_path, rel, seg.size))
+
+    def _check_same_node(self) -> None:
+        """One target holds the copy of one node: never mix two nodes' segments."""
+        if self.prev is None:
+            return
+        theirs = (self.prev.node.get("cluster_id"), self.prev.node.get("node_id"))
+        ours = (self.snap.node.get("cluster_id"), self.snap.node.get("node_id"))
+        if theirs != ours:
+            raise DRError(f"target {self.target.url} holds a copy of cluster {theirs[0]} node {theirs[1]}, "
+                          f"but {self.snap.data_dir} is cluster {ours[0]} node {ours[1]}; ship each node "
+                          "to a target of its own")
 
     @staticmethod
     def _same_history(seg: SourceSegment, prev: SegmentEntry) -> bool:
@@ -170,11 +196,12 @@ class _Shipment:
 
     def run(self) -> ShipResult:
         self._load_history()
+        self._check_same_node()
         plans = [self._plan_sealed(s) if s.sealed else self._plan_active(s)
                  for t in self.snap.topics for s in t.segments]
         # Sealed segments first, then the active prefixes (what changes last goes last).
-        uploads = [p.upload for p in plans if p.upload and p.seg.sealed] + \
-                  [p.upload for p in plans if p.upload and not p.seg.sealed]
+        uploads = [replace(p.upload, listed=self.listing.get(p.upload.path, -1))
+                   for p in sorted(plans, key=lambda p: not p.seg.sealed) if p.upload]
         todo = [p for p in plans if p.entry is None]
         total = sum(u.length - u.keep for u in uploads)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lance-dr-digest") as pool:
@@ -203,9 +230,9 @@ class _Shipment:
         if self.prev is not None and manifest.same_data(self.prev) and not uploads:
             return result
         self._write_small_files(manifest)
-        self._publish(manifest)
+        here = self._publish(manifest)
         result.generation = result.latest = manifest.generation
-        result.pruned_files = self._prune()
+        result.pruned_files = self._prune(here, manifest.generation)
         return result
 
     def _manifest(self, plans: list[_Plan]) -> Manifest:
@@ -220,12 +247,15 @@ class _Shipment:
     def _write_small_files(self, manifest: Manifest) -> None:
         """Mirror node.json, metadata and offsets at their own paths, so the target reads like a
         data directory; the manifest's embedded copies stay the authority."""
+        changed = {}
         for f in manifest.files:
             old = self.prev.file(f.path) if self.prev else None
             if old is None or old.blake3 != f.blake3 or self.listing.get(f.path) != f.size:
-                self.target.write(f.path, f.raw())
+                changed[f.path] = f.raw()
+        self.target.write_many(changed)
 
-    def _publish(self, manifest: Manifest) -> None:
+    def _publish(self, manifest: Manifest) -> dict[str, int]:
+        """Write the manifest, then LATEST; returns the target's listing as of then."""
         here = self.target.list()
         for path, entry in manifest.objects().items():
             size = here.get(path)
@@ -235,26 +265,36 @@ class _Shipment:
         path = manifest_path(manifest.generation)
         data = manifest.encode()
         self.target.write(path, data)
-        if self.target.read(path) != data:
+        if not self.target.atomic_publish and self.target.read(path) != data:
             raise TargetError(self.target.url, "the manifest read back differs from what was written; "
                               f"LATEST still names generation {self.latest}", path=path)
+        here[path] = len(data)
+        self.manifests[(path, len(data))] = manifest
         # Everything the generation names is in place: only now may LATEST move.
         self.target.write(LATEST, encode_latest(manifest.generation))
-        if read_latest(self.target) != manifest.generation:
+        if not self.target.atomic_publish and read_latest(self.target) != manifest.generation:
             raise TargetError(self.target.url, f"LATEST did not take generation {manifest.generation}",
                               path=LATEST)
+        here[LATEST] = len(encode_latest(manifest.generation))
+        return here
 
-    def _prune(self) -> int:
-        gens = list_generations(self.target)
-        published = [g for g in gens if g.published and g.manifest is not None]
-        kept = published[-self.keep:]
+    def _prune(self, here: dict[str, int], latest: int) -> int:
+        """Delete what no kept generation names: the newest `keep` loadable generations up to
+        LATEST are kept; older, damaged and unfinished manifests go too."""
+        self.listing = here
+        kept: list[Manifest] = []
+        for number in reversed(self._generations(here)):
+            if number > latest or len(kept) == self.keep:
+                continue
+            manifest = self._manifest_of(number)
+            if manifest is not None:
+                kept.append(manifest)
         named = {LATEST}
-        for g in kept:
-            named.add(g.path)
-            named.update(g.manifest.objects())
-            named.update(f.path for f in g.manifest.files)
-        doomed = [p for p in self.target.list()
-                  if p not in named and p.split("/", 1)[0] in PRUNED_FOLDERS]
+        for m in kept:
+            named.add(manifest_path(m.generation))
+            named.update(m.objects())
+            named.update(f.path for f in m.files)
+        doomed = [p for p in here if p not in named and p.split("/", 1)[0] in PRUNED_FOLDERS]
         self.target.delete(doomed)
         return len(doomed)
 

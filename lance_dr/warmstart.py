@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -91,15 +92,28 @@ def warm_start(target: Target, dest, *, listen: str, http: str, config: str | No
         args += ["--config", config]
     if node_id is not None:
         args += ["--node-id", str(node_id)]
-    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log_file or subprocess.DEVNULL,
-                               stderr=log_file or subprocess.DEVNULL, start_new_session=True)
+    log = log_file if log_file is not None else tempfile.TemporaryFile()
+    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                               start_new_session=True)
     try:
         seconds = wait_ready(http, process, ready_timeout)
-    except BaseException:
+    except BaseException as exc:
         process.terminate()
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+        if isinstance(exc, DRError) and log_file is None:
+            raise DRError(f"{exc}; the data is restored in {result.path}; broker output: "
+                          f"{_tail(log)}") from None
         raise
+    finally:
+        if log_file is None:
+            log.close()
     return WarmStart(result, process, seconds, http, listen)
+
+
+def _tail(log, lines: int = 5) -> str:
+    log.seek(0)
+    text = log.read().decode(errors="replace").strip().splitlines()
+    return " | ".join(text[-lines:]) or "(none)"

@@ -36,11 +36,12 @@ def watch(data_dir, target: Target, *, interval: float = 1.0, rounds: int | None
     the number of rounds that failed."""
     failures = 0
     number = 0
+    manifests: dict = {}     # generations are immutable: read each once
     while rounds is None or number < rounds:
         number += 1
         began = time.monotonic()
         try:
-            result = ship(data_dir, target, keep=keep, bwlimit=bwlimit)
+            result = ship(data_dir, target, keep=keep, bwlimit=bwlimit, manifests=manifests)
             lag = lag_behind(data_dir, result.topics, result.snapshot_at_ns)
             on_round(Round(number, result, lag))
         except (LanceError, OSError) as exc:

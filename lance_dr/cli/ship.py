@@ -44,8 +44,11 @@ def ship_command(to, data_dir, watching, interval, rounds, bwlimit, keep, config
     keep = keep or spec.keep or DEFAULT_KEEP
     with spec.open() as target:
         if watching:
-            failures = watch(data_dir, target, interval=interval, rounds=rounds, keep=keep, bwlimit=limit,
-                             on_round=_json_round if as_json else _print_round)
+            try:
+                failures = watch(data_dir, target, interval=interval, rounds=rounds, keep=keep,
+                                 bwlimit=limit, on_round=_json_round if as_json else _print_round)
+            except KeyboardInterrupt:
+                sys.exit(0)    # Ctrl-C between or during rounds: whatever was published stands
             sys.exit(1 if rounds is not None and failures == rounds else 0)
         result = ship(data_dir, target, keep=keep, bwlimit=limit, progress=bar("shipping", as_json))
     if as_json:

@@ -23,12 +23,15 @@ class Upload:
     Afterwards the object holds exactly those bytes. `keep` is how many of its
     first bytes the caller knows are already identical on the target (an
     earlier ship sent them); an appendable target sends only the rest.
+    `listed` is the object's size in a listing the caller just made (-1: absent),
+    sparing a backend that needs it a round trip; None when unknown.
     """
 
     source: str
     path: str
     length: int
     keep: int = 0
+    listed: int | None = None
 
 
 class Target(abc.ABC):
@@ -77,6 +80,11 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def write(self, path: str, data: bytes) -> None:
         """Publish a small object whole (manifests, LATEST, metadata)."""
+
+    def write_many(self, objects: dict[str, bytes]) -> None:
+        """Publish several small objects, each whole (one round trip where the backend can)."""
+        for path, data in objects.items():
+            self.write(path, data)
 
     @abc.abstractmethod
     def upload(self, items: Iterable[Upload], *, progress: Progress = _no_progress,

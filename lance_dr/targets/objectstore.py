@@ -89,6 +89,15 @@ class FsspecTarget(Target):
         except Exception as exc:  # noqa: BLE001
             raise self._fail(exc, path) from exc
 
+    def write_many(self, objects: dict[str, bytes]) -> None:
+        if not objects:
+            return
+        full = {self._full(p): data for p, data in objects.items()}
+        try:
+            self.fs.pipe(full)
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(exc) from exc
+
     def _open_for_write(self, full: str):
         """A writer, and whether it publishes only on commit(); where it does not, a
         failed upload removes what it left."""

@@ -107,16 +107,31 @@ class RsyncTarget(Target):
                 f.write(data)
             self._run(["--mkpath", "--ignore-times", local, self._remote(path)], what="write", path=path)
 
+    def write_many(self, objects: dict[str, bytes]) -> None:
+        if not objects:
+            return
+        with tempfile.TemporaryDirectory(prefix="lance-dr-write-") as tmp:
+            for path, data in objects.items():
+                local = os.path.join(tmp, check_path(path))
+                os.makedirs(os.path.dirname(local), exist_ok=True)
+                with open(local, "wb") as f:
+                    f.write(data)
+            self._run(["-r", "--ignore-times", tmp + "/", self._remote()], what="write")
+
     def upload(self, items: Iterable[Upload], *, progress: Progress = _no_progress,
                bwlimit: int | None = None) -> None:
         items = list(items)
         if not items:
             return
-        present = self.list()
+        present = self.list() if any(i.listed is None for i in items) else {}
+
+        def size(item: Upload) -> int:
+            return item.listed if item.listed is not None else present.get(item.path, -1)
+
         # Objects already as long as (or longer than) what is sent cannot be
         # appended to: rsync's delta transfer rewrites them, atomically.
-        grow = [i for i in items if present.get(i.path, -1) < i.length]
-        rewrite = [i for i in items if present.get(i.path, -1) >= i.length]
+        grow = [i for i in items if size(i) < i.length]
+        rewrite = [i for i in items if size(i) >= i.length]
         common = ["-r", "--copy-links", "--ignore-times", "--fsync"]
         if bwlimit:
             common.append(f"--bwlimit={max(1, bwlimit // 1024)}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -50,12 +51,17 @@ class RsyncDaemon:
         return self.proc.poll() is None
 
     def stop(self) -> None:
+        """Stop the daemon and every transfer it is serving (its forked children share its
+        process group), as when the machine behind a target goes away."""
         if self.proc.poll() is None:
-            self.proc.terminate()
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
 
     def restart(self) -> None:
@@ -68,7 +74,7 @@ def _spawn_rsyncd(workdir: str, port: int) -> subprocess.Popen:
     conf = os.path.join(workdir, "rsyncd.conf")
     return subprocess.Popen(
         ["rsync", "--daemon", "--no-detach", f"--config={conf}", f"--port={port}", "--address=127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def start_rsync_daemon(workdir: str | None = None) -> RsyncDaemon:

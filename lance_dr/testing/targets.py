@@ -53,6 +53,12 @@ class TargetConformance:
         target.write("LATEST", b"9\n")
         assert target.read("LATEST") == b"9\n"
 
+    def test_write_many_publishes_each_object_whole(self, target):
+        target.write("segments/a/metadata.json", b"old")
+        target.write_many({"node.json": b"{}", "segments/a/metadata.json": b"new", "offsets/g/x": b"7"})
+        assert target.list() == {"node.json": 2, "segments/a/metadata.json": 3, "offsets/g/x": 1}
+        assert target.read("segments/a/metadata.json") == b"new"
+
     def test_ranged_reads_return_exactly_the_range(self, target):
         data = _bytes(5000)
         target.write("obj", data)

@@ -11,7 +11,7 @@ import lance_store
 from lance_dr.targets import open_target
 from lance_dr.testing.servers import start_rsync_daemon, start_s3_server
 
-SMALL_SEGMENTS = lance_store.StoreConfig(segment_max_bytes=64 << 10)
+SMALL_SEGMENTS = lance_store.StoreConfig(segment_max_bytes=16 << 10)
 
 
 @pytest.fixture(scope="session")
@@ -60,15 +60,17 @@ def any_target(request, tmp_path):
 
 
 def write_topics(path, *, batches: int = 40, per_batch: int = 50, topics=("orders", "clicks"),
-                 config=SMALL_SEGMENTS, node_id: int = 7) -> dict[str, list]:
+                 config=SMALL_SEGMENTS, node_id: int = 7, pad: int = 0) -> dict[str, list]:
     """A data directory with a few topics spanning several sealed segments; returns the
     AppendResults per topic."""
     out = {}
     with lance_store.open(path, create=True, node_id=node_id, config=config) as store:
         for name in topics:
             topic = store.create_topic(name, exist_ok=True)
-            out[name] = [topic.append([b"%s-%d-%d" % (name.encode(), i, j) for j in range(per_batch)])
-                         for i in range(batches)]
+            values = [[b"%s-%d-%d" % (name.encode(), i, j) + b"." * pad for j in range(per_batch)]
+                      for i in range(batches)]
+            # Groups of batches: one write and one sync each, several segments in all.
+            out[name] = [r for k in range(0, batches, 8) for r in topic.append_many(values[k:k + 8])]
     return out
 
 
