@@ -150,8 +150,10 @@ class Follower:
                 topic.append_raw(msg.payload, start)
             except (CorruptionError, OffsetError, ReadOnlyError, WriteFailedError):
                 # Damaged batches, or a topic the kernel stopped taking writes for: nothing
-                # of this message is acknowledged.
+                # of this message is acknowledged, and no epoch may claim bytes not written.
+                rep.epochs.truncate(topic.high_watermark + 1)
                 return Status.ERROR
+        rep.pending_epochs = [e for e in rep.pending_epochs if e.start_offset > msg.global_offset]
         if msg.rotate_after:
             topic.seal_active(msg.sealed_t1_ns)
         return Status.OK
@@ -159,9 +161,8 @@ class Follower:
     def _note_epochs(self, rep: TopicReplica, msg: Replicate) -> None:
         """Write the epochs entries that start inside this write (before its bytes)."""
         start, end = msg.start_offset, msg.global_offset
-        while rep.pending_epochs and rep.pending_epochs[0].start_offset <= end:
-            entry = rep.pending_epochs.pop(0)
-            if entry.start_offset >= start and entry.epoch > rep.epochs.last_epoch:
+        for entry in rep.pending_epochs:
+            if start <= entry.start_offset <= end and entry.epoch > rep.epochs.last_epoch:
                 rep.epochs.append(entry.epoch, entry.start_offset)
         if msg.new_epoch and msg.epoch > rep.epochs.last_epoch:
             rep.epochs.append(msg.epoch, start)

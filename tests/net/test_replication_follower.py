@@ -144,13 +144,22 @@ def test_damaged_batches_are_refused(pair, tmp_path):
     decoded.receive_data(wire.encode_preamble(Preamble(1, 1)) + wire.encode_replicate(bad))
     decoded.next_message()
     assert follower.apply(decoded.next_message()).status is Status.ERROR   # wire CRC fine, batch not
-    assert ft.high_watermark == 0
+    assert ft.high_watermark == 0 and os.path.getsize(ft.active.path) == 0
     unknown = Replicate(1, 0, 99, msg.global_offset, msg.segment_name, 0, msg.payload, msg.flags)
     assert follower.apply(unknown).status is Status.ERROR
+    follower.reconcile(ft.id, [EpochEntry(1, 0), EpochEntry(4, 10)])   # an entry inside the write
+    bad_epoch = Replicate(4, 0, msg.topic_id, msg.global_offset, msg.segment_name,
+                          msg.write_offset, bytes(payload), msg.flags)
+    assert follower.apply(bad_epoch).status is Status.ERROR
+    assert EpochsFile(ft.folder).entries == [EpochEntry(1, 0)]           # nothing past the end
+    good = Replicate(4, 0, msg.topic_id, msg.global_offset, msg.segment_name, msg.write_offset,
+                     msg.payload, msg.flags)
+    assert follower.apply(good).status is Status.OK                      # the resend succeeds
+    assert EpochsFile(ft.folder).entries == [EpochEntry(1, 0), EpochEntry(4, 10)]
     follower_store.close()
     reopened = lance_store.open(tmp_path / "follower", config=CONFIG)
     try:
-        assert reopened.topic("t").high_watermark == 0
+        assert reopened.topic("t").high_watermark == msg.global_offset
     finally:
         reopened.close()
 
