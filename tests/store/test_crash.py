@@ -2,7 +2,6 @@
 acknowledged survives exactly once, in order, and nothing half-written follows."""
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess

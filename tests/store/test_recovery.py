@@ -98,7 +98,7 @@ def undo_last_seal(path, *, keep_next: bool, index: str = "sealed") -> tuple[str
 
 def test_two_active_segments_complete_the_interrupted_seal(data_dir, tree_state):
     batches = build(data_dir, [12, 30, 0])
-    seg_path, idx_path = undo_last_seal(data_dir, keep_next=True)
+    seg_path, _ = undo_last_seal(data_dir, keep_next=True)
     report = verify_path(data_dir)
     assert any(f.severity == WARNING and "2 active segments" in f.what for f in report.findings)
 
@@ -115,6 +115,8 @@ def test_two_active_segments_complete_the_interrupted_seal(data_dir, tree_state)
     names = segments(data_dir)
     assert [n.sealed for n in names] == [True, True, False]
     assert not os.path.exists(seg_path)
+    indexes = sorted(f for f in os.listdir(folder(data_dir)) if f.endswith(naming.INDEX_SUFFIX))
+    assert indexes == [n.index_filename for n in names if n.sealed]      # no orphan left behind
     assert verify_path(data_dir).findings == []
 
 

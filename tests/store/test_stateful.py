@@ -20,7 +20,7 @@ TS = 1_700_000_000_000_000_000
 CONFIG = StoreConfig(segment_max_bytes=8192)
 
 settings.register_profile(
-    "log-machine", max_examples=40, stateful_step_count=40, deadline=None,
+    "log-machine", max_examples=30, stateful_step_count=30, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 VALUES = st.lists(st.binary(max_size=300), min_size=1, max_size=6)
