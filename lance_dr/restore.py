@@ -82,7 +82,7 @@ def restore(target: Target, dest, *, generation: int | None = None, point: Resto
     check_destination(dest, force)
     manifest = load_latest(target) if generation is None else load_manifest(target, generation)
     plans = [_plan_topic(t, point) for t in manifest.topics]
-    stage = _prepare_stage(dest, target, manifest)
+    stage = _prepare_stage(dest, target, manifest, point)
     node = dict(manifest.node)
     if node_id is not None:
         node["node_id"] = int(node_id)
@@ -177,9 +177,12 @@ def _plan_topic(topic: TopicEntry, point: RestorePoint) -> _TopicPlan:
     return _TopicPlan(topic, needed, limit_offset=limit, limit_ts=None)
 
 
-def _prepare_stage(dest: str, target: Target, manifest: Manifest) -> str:
+def _prepare_stage(dest: str, target: Target, manifest: Manifest, point: RestorePoint) -> str:
+    """The staging folder, kept from an earlier attempt only when it was for the same
+    generation and the same point (what it holds may already be cut)."""
     stage = staging_dir(dest)
-    marker = {"url": target.url, "generation": manifest.generation, "checksum": manifest.checksum}
+    marker = {"url": target.url, "generation": manifest.generation, "checksum": manifest.checksum,
+              "point": asdict(point)}
     try:
         with open(os.path.join(stage, MARKER)) as f:
             resumable = json.load(f) == marker

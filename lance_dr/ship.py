@@ -207,8 +207,13 @@ class _Shipment:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lance-dr-digest") as pool:
             # Digests and batch scans of the source run while the bytes travel.
             described = {id(p): pool.submit(describe_segment, p.seg, p.object) for p in todo}
-            with self.progress(total) as advance:
-                self.target.upload(uploads, progress=advance, bwlimit=self.bwlimit)
+            try:
+                with self.progress(total) as advance:
+                    self.target.upload(uploads, progress=advance, bwlimit=self.bwlimit)
+            except BaseException:
+                for future in described.values():
+                    future.cancel()
+                raise
             for p in todo:
                 p.entry = described[id(p)].result()
         for p in todo:

@@ -145,7 +145,8 @@ def test_a_retry_resumes_the_download_it_was_doing(shipped, data_dir, tmp_path):
         with open(os.path.join(stage, "segments", "orders", seg.name), "wb") as out:
             out.write(data if seg is done[0] else data[: len(data) // 2])
     with open(os.path.join(stage, ".lance-dr-restore.json"), "w") as f:
-        json.dump({"url": shipped.url, "generation": 1, "checksum": manifest.checksum}, f)
+        json.dump({"url": shipped.url, "generation": 1, "checksum": manifest.checksum,
+                   "point": {"at_ns": None, "offset": None, "topic_offsets": {}}}, f)
     result = restore(shipped, dest)
     assert result.downloaded_bytes == manifest.bytes - done[0].size - done[1].size // 2
     assert records_of(dest) == records_of(data_dir)
@@ -162,3 +163,17 @@ def _batches(data_dir, topic: str) -> list[tuple[int, int]]:
             out.extend((b.offset, b.header.first_timestamp_ns) for b in batches)
             offset = nxt
     return out
+
+
+def test_a_retry_for_another_point_starts_over(shipped, data_dir, tmp_path):
+    dest = tmp_path / "new"
+    stage = staging_dir(str(dest))
+    os.makedirs(os.path.join(stage, "segments", "orders"))
+    with open(os.path.join(stage, "segments", "orders", "00000000000000000000_1.lnc"), "wb") as f:
+        f.write(b"what a cut at another point left")
+    with open(os.path.join(stage, ".lance-dr-restore.json"), "w") as f:
+        json.dump({"url": shipped.url, "generation": 1, "checksum": load_latest(shipped).checksum,
+                   "point": {"at_ns": None, "offset": 5, "topic_offsets": {}}}, f)
+    restore(shipped, dest)
+    assert "00000000000000000000_1.lnc" not in os.listdir(dest / "segments" / "orders")
+    assert records_of(dest) == records_of(data_dir)
