@@ -1,4 +1,7 @@
-"""`lance-dr drill`: restore into a scratch folder, verify, read everything, report RTO and RPO."""
+"""`lance-dr drill`: restore into a scratch folder, verify, read everything, report RTO and RPO.
+
+Presentation only: the drill itself is lance_dr.drill.
+"""
 from __future__ import annotations
 
 import sys

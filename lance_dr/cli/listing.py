@@ -1,4 +1,7 @@
-"""`lance-dr list`: the generations on a target, with time, topics, bytes and the newest point."""
+"""`lance-dr list`: the generations on a target, with time, topics, bytes and the newest point.
+
+Read-only: it loads manifests through lance_dr.generations and writes nothing.
+"""
 from __future__ import annotations
 
 import click
@@ -28,7 +31,7 @@ def list_command(target_name, config_path, as_json):
     for g in gens:
         m = g.manifest
         status = "latest" if g.latest else ("published" if g.published else "unfinished")
-        if g.problem:
+        if g.problem and g.published:
             status = "damaged"
         docs.append({
             "generation": g.number, "status": status, "problem": g.problem,

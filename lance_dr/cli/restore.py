@@ -1,4 +1,7 @@
-"""`lance-dr restore`: download, verify and cut a generation into a new data directory."""
+"""`lance-dr restore`: download, verify and cut a generation into a new data directory.
+
+Options and messages only; the restore itself is lance_dr.restore.
+"""
 from __future__ import annotations
 
 import os

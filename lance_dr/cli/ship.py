@@ -1,4 +1,7 @@
-"""`lance-dr ship`: one incremental ship, or --watch to keep shipping and report the lag."""
+"""`lance-dr ship`: one incremental ship, or --watch to keep shipping and report the lag.
+
+Options and messages only; shipping is lance_dr.ship, the loop lance_dr.watch.
+"""
 from __future__ import annotations
 
 import sys

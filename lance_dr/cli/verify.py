@@ -1,4 +1,7 @@
-"""`lance-dr verify`: check a shipped copy byte by byte and say how far each topic restores."""
+"""`lance-dr verify`: check a shipped copy byte by byte and say how far each topic restores.
+
+Presentation only: the checks are lance_dr.verify.
+"""
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,7 @@
-"""`lance-dr warm-start`: restore, start `lance-net serve` on the result, wait until it is ready."""
+"""`lance-dr warm-start`: restore, start `lance-net serve` on the result, wait until it is ready.
+
+Options, messages and signal forwarding; the work is lance_dr.warmstart.
+"""
 from __future__ import annotations
 
 import signal

@@ -130,3 +130,21 @@ def test_the_console_script_is_installed(tmp_path):
     out = subprocess.run([exe, "list", "--target", str(tmp_path / "nothing"), "--json"],
                          capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == {"url": str(tmp_path / "nothing"), "generations": []}
+
+
+def test_list_marks_unfinished_and_damaged_generations(data_dir, tmp_path):
+    copy = tmp_path / "copy"
+    run("ship", "--to", copy, "--data-dir", data_dir)
+    append_more(data_dir, "orders", 1)
+    run("ship", "--to", copy, "--data-dir", data_dir)
+    (copy / "manifests" / "00000000000000000003.json").write_text("{}")
+    manifest_1 = copy / "manifests" / "00000000000000000001.json"
+    manifest_1.write_text(manifest_1.read_text().replace('"generation": 1', '"generation": 11'))
+    listing = json.loads(run("list", "--target", copy, "--json").output)
+    assert [(g["generation"], g["status"]) for g in listing["generations"]] == \
+        [(1, "damaged"), (2, "latest"), (3, "unfinished")]
+    latest = listing["generations"][1]
+    import lance_store
+    with lance_store.open(data_dir, readonly=True) as store:
+        assert latest["topics"]["orders"]["high"] == store.topic("orders").high_watermark
+    assert "checksum mismatch" in listing["generations"][0]["problem"]
