@@ -187,6 +187,7 @@ class ProducerStats:
     resent: int = 0
     reconnects: int = 0
     backpressure: int = 0
+    smallest_window: int = 0
     failed: int = 0
     latencies_s: array | None = None
 
@@ -554,8 +555,11 @@ class Producer:
             self._idle.set()
 
     def on_backpressure(self) -> None:
-        self.stats.backpressure += 1
+        stats = self.stats
+        stats.backpressure += 1
         self.window = max(1, self.window // 2)
+        if not stats.smallest_window or self.window < stats.smallest_window:
+            stats.smallest_window = self.window
 
     def on_refused(self, reply: ErrorResponse) -> None:
         error = broker_error(reply, self._link.endpoint if self._link else self.endpoint)
