@@ -67,14 +67,8 @@ def cut_tail(path: str, valid_end: int) -> None:
 
 
 def describe_error(scan: SegmentScan) -> str:
-    err = scan.error
-    if err is None:
-        return "no error"
-    text = f"{getattr(err, 'reason', err)}"
-    exp, found = getattr(err, "expected", None), getattr(err, "found", None)
-    if exp is not None or found is not None:
-        text += f" (expected {exp}, found {found})"
-    return text
+    """The scanner's own wording: reason, offset, and expected/found (CRCs in hex)."""
+    return "no error" if scan.error is None else str(scan.error)
 
 
 def _load_sealed_index(folder: str, seg: SegmentFile, *, readonly: bool, interval: int,

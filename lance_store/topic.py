@@ -697,7 +697,12 @@ class Topic:
             if self.legacy:
                 recs = scanner.scan_legacy(view, seg.name.base)
             else:
-                batches = scan_segment(seg.path, seg.name.base, length=seg.size).batches
+                found = scan_segment(seg.path, seg.name.base, length=seg.size)
+                if found.error is not None and found.valid_end < seg.size:
+                    # Damage in a sealed segment: serve what precedes it, and say so.
+                    self._warn(f"{seg.path}: records after byte {found.valid_end} are unreadable "
+                               f"({found.error}); run `lance-store verify`")
+                batches = found.batches
                 recs = scan_records_windowed(mm, batches)
             sel = (recs.offset >= start) & (recs.offset < end)
             yield ScanChunk(seg.name.filename, recs.offset[sel], recs.length[sel], recs.type[sel],
