@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from lance_net.client import Admin, Consumer, NotLeader, Producer
+from lance_net.client import Admin, BatchRefused, Consumer, NotLeader, Producer
 from lance_net.client.options import Backoff
 from lance_net.protocol import (
     NEED_DATA, Connection, ErrorResponse, NOT_LEADER, Role, error_message,
@@ -204,3 +204,25 @@ def test_clients_follow_not_leader_redirects(broker):
     assert [r.value for r in records] == [b"via the leader"]
     assert records[0].offset == delivered.offset
     assert refused.value.address == broker.endpoint
+
+
+def test_a_refused_batch_fails_alone_and_the_batches_behind_it_are_renumbered(broker):
+    async def main():
+        async with Producer(broker.endpoint, "refused", create_topic=True) as producer:
+            before = producer.send_batch([b"before"])
+            # A record that claims 5 value bytes but has 3: the broker refuses the batch.
+            broken = producer.send_payload(b"\x00\x05\x00\x00\x00abc", 1)
+            after = [producer.send_batch([b"after-%d" % i]) for i in range(3)]
+            first = await before
+            with pytest.raises(BatchRefused) as refused:
+                await broken
+            rest = [await d for d in after]
+            stats = producer.stats
+        return first, refused.value, rest, stats, await _consume_all(broker.endpoint, "refused", 4)
+
+    first, refused, rest, stats, records = run(main())
+    assert refused.code == "INVALID_BATCH"
+    assert [r.value for r in records] == [b"before", b"after-0", b"after-1", b"after-2"]
+    assert [a.sequence for a in rest] == [2, 3, 4]  # the refused sequence 2 was given again
+    assert [a.offset for a in rest] == [r.offset - 77 for r in records[1:]]
+    assert stats.failed == 1 and stats.batches_acked == 4
