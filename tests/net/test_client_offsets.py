@@ -5,7 +5,7 @@ import os
 import threading
 
 from lance_net.client import (
-    BrokerOffsetStore, Consumer, LockFileOffsetStore, MemoryOffsetStore, Producer,
+    Admin, BrokerOffsetStore, Consumer, LockFileOffsetStore, MemoryOffsetStore, Producer,
 )
 from lance_net.client.offsets import consumer_id_for
 
@@ -115,3 +115,31 @@ def test_memory_store_and_explicit_commit(module_broker):
     offsets, topic_id, values = run(main())
     assert offsets == {(topic_id, 5): acks[1].offset}
     assert values == [b"y"]
+
+
+def test_a_position_removed_by_retention_resets_to_the_earliest_record(broker_factory):
+    broker = broker_factory({"io": {"segment_max_bytes": 64 * 1024},
+                             "retention": {"check_interval_s": 1}})
+
+    async def main():
+        async with Admin(broker.endpoint) as admin:
+            await admin.create_topic("retained", max_bytes=128 * 1024)
+        async with Producer(broker.endpoint, "retained", batch_bytes=8 * 1024) as producer:
+            for i in range(100):
+                await producer.send_batch([b"%04d" % i + b"." * 8000])
+        async with Consumer(broker.endpoint, "retained", start_from=0, max_wait_ms=50) as consumer:
+            for _ in range(200):  # retention runs every second
+                low, high = await consumer.offsets()
+                if low > 0:
+                    break
+                await asyncio.sleep(0.05)
+            records = []
+            while not records:
+                records = await consumer.poll()
+            return low, high, consumer.resets, records
+
+    low, high, resets, records = run(main())
+    assert 0 < low < high
+    assert resets == 1
+    assert records[0].offset == low + 77
+    assert int(records[0].value[:4]) > 0  # the first batches are gone

@@ -198,3 +198,20 @@ def test_blocking_wrappers(module_broker):
     assert [r.value for r in got] == values
     assert first.offset == got[0].offset and last.offset == got[-1].offset
     assert last.sortkey == got[-1].sortkey
+
+
+def test_async_iteration_follows_new_records(module_broker):
+    async def main():
+        async with Producer(module_broker.endpoint, "rt-follow", create_topic=True) as producer:
+            await producer.send_batch([b"first"])
+            async with Consumer(module_broker.endpoint, "rt-follow", max_wait_ms=100) as consumer:
+                seen = []
+                async for record in consumer:
+                    seen.append(record.value)
+                    if record.value == b"first":
+                        await producer.send_batch([b"second", b"third"])
+                    if len(seen) == 3:
+                        break
+                return seen
+
+    assert run(main()) == [b"first", b"second", b"third"]
