@@ -5,7 +5,9 @@ plain `rsync -a` of the same directory in the same run, then verify the shipped 
     python bench/dr_bench.py --size 64M      # a quick check
 
 Targets: the first ship at >= 80% of rsync's speed, a re-ship with nothing changed
-in < 1 s, verify at >= 1 GB/s. The last line printed is one JSON document.
+in < 1 s, verify at >= 1 GB/s. A ship fsyncs what it wrote before it publishes
+(plain `rsync -a` does not), so `rsync -a --fsync` is measured too, and a ship to
+the daemon without fsync. The last line printed is one JSON document.
 """
 from __future__ import annotations
 
@@ -59,9 +61,14 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - started, out
 
 
-def rsync_plain(src: str, dest: str) -> float:
-    seconds, _ = timed(lambda: subprocess.run(["rsync", "-a", src.rstrip("/") + "/", dest], check=True))
+def rsync_plain(src: str, dest: str, *extra: str) -> float:
+    seconds, _ = timed(lambda: subprocess.run(["rsync", "-a", *extra, src.rstrip("/") + "/", dest], check=True))
     return seconds
+
+
+def settle() -> None:
+    """Write back what the previous step left dirty, so no step pays for another's flush."""
+    subprocess.run(["sync"], check=True)
 
 
 def main(argv=None) -> int:
@@ -82,27 +89,42 @@ def main(argv=None) -> int:
         daemon = start_rsync_daemon(os.path.join(work, "rsyncd"))
         out: dict = {"bytes": total, "topic_bytes": built}
 
-        # Local folder: plain rsync, then lance-dr ship (first, then again with nothing new).
+        # Local folder: plain rsync (and rsync --fsync, which is as durable as a ship),
+        # then lance-dr ship: first, then again with nothing new.
+        settle()
         out["rsync_local_s"] = rsync_plain(data, os.path.join(work, "rsync-local"))
+        settle()
+        out["rsync_fsync_local_s"] = rsync_plain(data, os.path.join(work, "rsync-fsync-local"), "--fsync")
+        settle()
         local = open_target(os.path.join(work, "ship-local"))
         out["ship_local_s"], _ = timed(lambda: ship(data, local))
         out["reship_local_s"], again = timed(lambda: ship(data, local))
         assert again.generation is None, "a re-ship with nothing new published a generation"
 
-        # rsync daemon on loopback: the same pair.
+        # rsync daemon on loopback: the same, plus a ship without --fsync on the target.
+        settle()
         out["rsync_daemon_s"] = rsync_plain(data, daemon.url("rsync-plain"))
+        settle()
+        out["rsync_fsync_daemon_s"] = rsync_plain(data, daemon.url("rsync-fsync"), "--fsync")
+        settle()
         remote = open_target(daemon.url("ship"))
         out["ship_daemon_s"], _ = timed(lambda: ship(data, remote))
         out["reship_daemon_s"], _ = timed(lambda: ship(data, remote))
+        settle()
+        out["ship_nofsync_daemon_s"], _ = timed(lambda: ship(data, open_target(daemon.url("ship-nofsync"),
+                                                                               {"fsync": False})))
 
         # Verify the shipped local copy (digests, batch CRCs and offsets).
+        settle()
         out["verify_local_s"], report = timed(lambda: verify_target(local))
         assert not report.damaged, [str(f) for f in report.findings]
 
         for kind in ("local", "daemon"):
-            out[f"rsync_{kind}_mb_s"] = round(mb / out[f"rsync_{kind}_s"], 1)
-            out[f"ship_{kind}_mb_s"] = round(mb / out[f"ship_{kind}_s"], 1)
+            for name in ("rsync", "rsync_fsync", "ship"):
+                out[f"{name}_{kind}_mb_s"] = round(mb / out[f"{name}_{kind}_s"], 1)
             out[f"ship_vs_rsync_{kind}"] = round(out[f"rsync_{kind}_s"] / out[f"ship_{kind}_s"], 3)
+            out[f"ship_vs_rsync_fsync_{kind}"] = round(out[f"rsync_fsync_{kind}_s"] / out[f"ship_{kind}_s"], 3)
+        out["ship_nofsync_vs_rsync_daemon"] = round(out["rsync_daemon_s"] / out["ship_nofsync_daemon_s"], 3)
         out["verify_mb_s"] = round(report.bytes_checked / 1e6 / out["verify_local_s"], 1)
         out["targets_met"] = {
             "first_ship_local_80pct": out["ship_vs_rsync_local"] >= 0.8,

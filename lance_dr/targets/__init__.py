@@ -23,12 +23,12 @@ def kind_of(url: str) -> str:
 def open_target(url: str, options: dict | None = None) -> Target:
     """A Target for `rsync://host[:port]/module/path`, `host:/path` (ssh), a plain path or
     `file://`, or any other fsspec URL (`s3://`, `memory://`, ...); `options` are the
-    backend's settings (fsspec storage options, or `timeout`/`args` for rsync)."""
+    backend's settings (fsspec storage options, or `timeout`, `args` and `fsync` for rsync)."""
     options = dict(options or {})
     kind = kind_of(url)
     if kind == "rsync":
         return RsyncTarget(url, timeout=int(options.pop("timeout", 60)),
-                           extra_args=options.pop("args", ()))
+                           extra_args=options.pop("args", ()), fsync=bool(options.pop("fsync", True)))
     if kind == "local":
         return LocalTarget(url)
     return FsspecTarget(url, options)

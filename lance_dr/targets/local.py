@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Iterable
 
 from lance_store import fsutil
@@ -92,25 +93,32 @@ class LocalTarget(Target):
                bwlimit: int | None = None) -> None:
         throttle = Throttle(bwlimit)
         done: list[tuple[int, str, str | None]] = []  # (fd, written file, rename to)
-        try:
-            for item in items:
-                done.append(self._send(item, throttle, progress))
-            # One flush at the end lets the kernel write back while later files
-            # were still being copied; nothing is renamed into place before its
-            # bytes are durable.
-            folders = set()
-            for fd, written, final in done:
-                os.fsync(fd)
-                if final is not None:
-                    os.rename(written, final)
-                folders.add(os.path.dirname(written))
-            for folder in folders:
-                fsutil.fsync_dir(folder)
-        except OSError as exc:
-            raise self._fail(exc) from exc
-        finally:
-            for fd, _w, _f in done:
-                os.close(fd)
+        # Each file is flushed in the background while the next one is copied, so
+        # the disk writes overlap the copying; nothing is renamed into place
+        # before its bytes are durable.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lance-dr-fsync") as flusher:
+            flushed = []
+            try:
+                for item in items:
+                    done.append(self._send(item, throttle, progress))
+                    flushed.append(flusher.submit(os.fsync, done[-1][0]))
+                for f in flushed:
+                    f.result()
+                folders = set()
+                for fd, written, final in done:
+                    if final is not None:
+                        os.rename(written, final)
+                    folders.add(os.path.dirname(written))
+                for folder in folders:
+                    fsutil.fsync_dir(folder)
+            except OSError as exc:
+                raise self._fail(exc) from exc
+            finally:
+                for f in flushed:
+                    f.cancel()
+                wait(flushed)
+                for fd, _w, _f in done:
+                    os.close(fd)
 
     def _send(self, item: Upload, throttle: Throttle, progress: Progress) -> tuple[int, str, str | None]:
         final = self._full(item.path)

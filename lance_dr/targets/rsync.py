@@ -38,8 +38,12 @@ class RsyncTarget(Target):
     appendable = True
     atomic_publish = True     # rsync writes a temp file and renames it into place
 
-    def __init__(self, url: str, *, binary: str = "rsync", timeout: int = 60, extra_args=()):
+    def __init__(self, url: str, *, binary: str = "rsync", timeout: int = 60, extra_args=(),
+                 fsync: bool = True):
         super().__init__(url)
+        # With fsync the target's disk holds every file before LATEST names it;
+        # without, a crash of the target host can lose files a published generation needs.
+        self.fsync = fsync
         self.binary = shutil.which(binary)
         if self.binary is None:
             raise TargetError(url, f"{binary!r} is not installed (rsync targets need the rsync binary)")
@@ -47,6 +51,9 @@ class RsyncTarget(Target):
         self.daemon = url.startswith("rsync://")
         self.timeout = timeout
         self.extra_args = list(extra_args)
+
+    def _durable(self) -> list[str]:
+        return ["--fsync"] if self.fsync else []
 
     def _remote(self, path: str = "") -> str:
         return f"{self.base}/{check_path(path)}" if path else f"{self.base}/"
@@ -105,7 +112,8 @@ class RsyncTarget(Target):
             local = os.path.join(tmp, os.path.basename(path))
             with open(local, "wb") as f:
                 f.write(data)
-            self._run(["--mkpath", "--ignore-times", local, self._remote(path)], what="write", path=path)
+            self._run(["--mkpath", "--ignore-times", *self._durable(), local, self._remote(path)],
+                      what="write", path=path)
 
     def write_many(self, objects: dict[str, bytes]) -> None:
         if not objects:
@@ -116,7 +124,7 @@ class RsyncTarget(Target):
                 os.makedirs(os.path.dirname(local), exist_ok=True)
                 with open(local, "wb") as f:
                     f.write(data)
-            self._run(["-r", "--ignore-times", tmp + "/", self._remote()], what="write")
+            self._run(["-r", "--ignore-times", *self._durable(), tmp + "/", self._remote()], what="write")
 
     def upload(self, items: Iterable[Upload], *, progress: Progress = _no_progress,
                bwlimit: int | None = None) -> None:
@@ -132,21 +140,23 @@ class RsyncTarget(Target):
         # appended to: rsync's delta transfer rewrites them, atomically.
         grow = [i for i in items if size(i) < i.length]
         rewrite = [i for i in items if size(i) >= i.length]
-        common = ["-r", "--copy-links", "--ignore-times", "--fsync"]
-        if bwlimit:
-            common.append(f"--bwlimit={max(1, bwlimit // 1024)}")
         for group, mode in ((grow, ["--partial", "--append-verify"]), (rewrite, [])):
-            if not group:
-                continue
-            with tempfile.TemporaryDirectory(prefix="lance-dr-stage-") as stage:
-                for item in group:
-                    _stage(stage, item)
-                # rsync counts the bytes of files brought up to date, kept prefixes
-                # included; report the share that is actually new.
-                advance = _Scaled(progress, sum(i.length - i.keep for i in group), sum(i.length for i in group))
-                self._run([*common, *mode, "--info=progress2", "--no-inc-recursive", stage + "/",
-                           self._remote()], what="upload", progress=advance)
-                advance.finish()
+            if group:
+                self._send(group, mode, bwlimit, progress)
+
+    def _send(self, items: list[Upload], mode: list[str], bwlimit: int | None, progress: Progress) -> None:
+        args = ["-r", "--copy-links", "--ignore-times", *self._durable(), *mode, "--info=progress2",
+                "--no-inc-recursive"]
+        if bwlimit:
+            args.append(f"--bwlimit={max(1, bwlimit // 1024)}")
+        with tempfile.TemporaryDirectory(prefix="lance-dr-stage-") as stage:
+            for item in items:
+                _stage(stage, item)
+            # rsync counts the bytes of files brought up to date, kept prefixes
+            # included; report the share that is actually new.
+            advance = _Scaled(progress, sum(i.length - i.keep for i in items), sum(i.length for i in items))
+            self._run([*args, stage + "/", self._remote()], what="upload", progress=advance)
+            advance.finish()
 
     def download(self, path: str, dest: str, length: int, *, progress: Progress = _no_progress) -> None:
         self._run(["--partial", "--append-verify", "--ignore-times", self._remote(path), dest],
