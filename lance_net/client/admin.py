@@ -12,7 +12,7 @@ from lance_net.protocol import (
     GetTopic, ListOffsets, ListTopics, OffsetsResponse, SetRetention, TopicResponse,
 )
 
-from .errors import UnknownTopic
+from .errors import UnexpectedReply, UnknownTopic
 from .options import DEFAULT_ENDPOINT, ClientOptions, split_options
 from .session import Session
 
@@ -109,12 +109,11 @@ class Admin:
     async def cluster_status(self) -> dict:
         reply = await self.session.request(GetClusterStatus())
         if type(reply) is not ClusterStatusResponse:
-            raise TypeError(f"GetClusterStatus: expected ClusterStatusResponse, found "
-                            f"{type(reply).__name__}")
+            raise UnexpectedReply("GetClusterStatus", "ClusterStatusResponse", reply)
         return reply.data
 
 
 def _topic(reply) -> Any:
     if type(reply) is not TopicResponse:
-        raise TypeError(f"expected TopicResponse, found {type(reply).__name__}")
+        raise UnexpectedReply("topic request", "TopicResponse", reply)
     return reply.data

@@ -19,7 +19,7 @@ from lance_store.records import Record
 from lance_net.protocol import CatchingUp, Fetch, FetchResponse, ListOffsets
 
 from .admin import Admin, TopicRef
-from .errors import ClientError, ConnectionLost, OffsetOutOfRange
+from .errors import ClientError, ConnectionLost, OffsetOutOfRange, UnexpectedReply
 from .fetched import RecordBatch, decode, empty
 from .offsets import OffsetStore, consumer_id_for
 from .options import DEFAULT_ENDPOINT, ClientOptions, split_options
@@ -246,7 +246,7 @@ class Consumer:
             await asyncio.sleep(min(0.1, wait_ms / 1000))
             return empty(start)
         if type(reply) is not FetchResponse:
-            raise ClientError(f"Fetch: expected FetchResponse, found {type(reply).__name__}")
+            raise UnexpectedReply("Fetch", "FetchResponse", reply)
         batch = decode(reply.data, start, reply.next_offset)
         if not len(batch) and len(reply.data):
             # An upstream server cut the only record short: ask for more next time.

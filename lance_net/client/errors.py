@@ -98,6 +98,14 @@ class DeliveryTimeout(ClientError):
     """A batch was not acknowledged within the producer's delivery timeout."""
 
 
+class UnexpectedReply(ClientError):
+    """The broker answered a request with a reply of another kind."""
+
+    def __init__(self, request: str, expected: str, reply):
+        super().__init__(f"{request}: expected {expected}, found {type(reply).__name__}")
+        self.reply = reply
+
+
 _BY_CODE = {
     NOT_LEADER: NotLeader,
     UNKNOWN_TOPIC: UnknownTopic,

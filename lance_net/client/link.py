@@ -42,17 +42,12 @@ class Link(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._error: BaseException | None = None
-        self._writable: asyncio.Event | None = None
         self._settled: asyncio.Event | None = None  # set when no reply is owed (during close)
-        self.closed: asyncio.Future | None = None
 
     # ------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport) -> None:
         self._transport = transport
-        self.closed = asyncio.get_running_loop().create_future()
-        self._writable = asyncio.Event()
-        self._writable.set()
 
     def data_received(self, data: bytes) -> None:
         conn = self._conn
@@ -72,14 +67,6 @@ class Link(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._fail(ConnectionLost(self.endpoint, exc or "closed by the broker"))
-        if self._writable is not None:
-            self._writable.set()  # wake writers so they see the error
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
 
     # ------------------------------------------------------------ events
 
@@ -127,8 +114,6 @@ class Link(asyncio.Protocol):
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(error)
-        if self.closed is not None and not self.closed.done():
-            self.closed.set_result(error)
         if self._settled is not None:
             self._settled.set()
         if self.listener is not None:
@@ -145,18 +130,11 @@ class Link(asyncio.Protocol):
     def alive(self) -> bool:
         return self._error is None
 
-    @property
-    def pending_requests(self) -> int:
-        return len(self._waiters)
-
-    def send_ingest(self, ingest: Ingest) -> None:
-        """Write one Ingest frame without copying its payload (one writev-style call)."""
-        if self._error is not None:
-            raise self._error
-        self._transport.writelines(self._conn.send_buffers(ingest))
-
     def send_many(self, frames: list[Ingest]) -> None:
-        """Write several Ingest frames in one call."""
+        """Write Ingest frames in one writev-style call, without copying their payloads.
+
+        Nothing waits for the socket to drain: the producer's window bounds what is buffered.
+        """
         if self._error is not None:
             raise self._error
         send_buffers = self._conn.send_buffers
@@ -164,13 +142,6 @@ class Link(asyncio.Protocol):
         for ingest in frames:
             buffers.extend(send_buffers(ingest))
         self._transport.writelines(buffers)
-
-    async def drain(self) -> None:
-        """Wait until the transport's write buffer is below its high mark."""
-        if not self._writable.is_set():
-            await self._writable.wait()
-        if self._error is not None:
-            raise self._error
 
     def request_nowait(self, command) -> asyncio.Future:
         """Send a control request; the future resolves with the raw reply event."""

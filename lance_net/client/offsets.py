@@ -13,7 +13,7 @@ from typing import Protocol
 
 from lance_net.protocol import CommitAck, CommitOffset, Subscribe, SubscribeAck
 
-from .errors import ClientError
+from .errors import ClientError, UnexpectedReply
 from .options import ClientOptions
 from .session import Session
 
@@ -148,14 +148,16 @@ class BrokerOffsetStore:
         reply = await self.session.request(
             Subscribe(topic_id, RESUME, self.max_batch_bytes, consumer_id))
         if type(reply) is not SubscribeAck:
-            raise ClientError(f"Subscribe: expected SubscribeAck, found {type(reply).__name__}")
+            raise UnexpectedReply("Subscribe", "SubscribeAck", reply)
         return reply.start
 
     async def save(self, topic_id: int, consumer_id: int, offset: int) -> None:
         reply = await self.session.request(CommitOffset(topic_id, consumer_id, offset))
-        if type(reply) is not CommitAck or reply.offset != offset:
-            raise ClientError(f"CommitOffset {offset}: expected CommitAck of that offset, "
-                              f"found {reply}")
+        if type(reply) is not CommitAck:
+            raise UnexpectedReply("CommitOffset", "CommitAck", reply)
+        if reply.offset != offset:
+            raise ClientError(f"CommitOffset: expected the broker to commit offset {offset}, "
+                              f"found {reply.offset}")
 
     async def close(self) -> None:
         await self.session.close()

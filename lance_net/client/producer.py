@@ -38,7 +38,8 @@ from lance_net.protocol import (
 
 from .admin import Admin, TopicRef
 from .errors import (
-    BrokerError, ClientError, ConnectionLost, DeliveryTimeout, NotLeader, broker_error,
+    BrokerError, ClientError, ConnectionLost, DeliveryTimeout, NotLeader, UnexpectedReply,
+    broker_error,
 )
 from .link import Link, open_link
 from .locator import OffsetLocator
@@ -319,7 +320,7 @@ class Producer:
                 return
             raise
         if type(reply) is not ProducerResponse:
-            raise ClientError(f"InitProducer: expected ProducerResponse, found {type(reply).__name__}")
+            raise UnexpectedReply("InitProducer", "ProducerResponse", reply)
         if self.producer_id and reply.producer_id != self.producer_id:
             # The broker forgot this id: what it wrote under the old one cannot be
             # recognised any more, so duplicates of unacknowledged batches are possible.

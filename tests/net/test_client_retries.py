@@ -12,7 +12,6 @@ from lance_net.protocol import (
     NEED_DATA, Connection, ErrorResponse, NOT_LEADER, Role, error_message,
 )
 
-from .conftest import metric_value
 
 
 def run(coro):
@@ -172,7 +171,7 @@ class RedirectingNode:
         refusal = ErrorResponse(error_message(NOT_LEADER, f"redirect to {self.leader}"))
         while data := await reader.read(65536):
             lwp.receive_data(data)
-            while (event := lwp.next_event()) is not NEED_DATA:
+            while lwp.next_event() is not NEED_DATA:
                 self.requests += 1
                 writer.write(lwp.send(refusal))
         writer.close()
