@@ -215,3 +215,16 @@ def test_async_iteration_follows_new_records(module_broker):
                 return seen
 
     assert run(main()) == [b"first", b"second", b"third"]
+
+
+def test_the_ieee_dialect_round_trip(module_broker):
+    async def main():
+        async with Producer(module_broker.endpoint, "rt-ieee", create_topic=True,
+                            dialect="ieee") as producer:
+            delivered = await producer.send(b"upstream checksums")
+        async with Consumer(module_broker.endpoint, "rt-ieee", dialect="ieee") as consumer:
+            return delivered, await consumer.poll()
+
+    delivered, records = run(main())
+    assert [r.value for r in records] == [b"upstream checksums"]
+    assert records[0].offset == delivered.offset and records[0].sortkey == delivered.sortkey
