@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         return 0
     finally:
         if daemon is not None:
-            daemon.stop()
+            daemon.close()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 

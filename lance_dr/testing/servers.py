@@ -42,6 +42,7 @@ class RsyncDaemon:
     proc: subprocess.Popen
     workdir: str
     module: str = "dr"
+    owns_workdir: bool = False      # made by start_rsync_daemon: removed by close()
 
     def url(self, path: str = "") -> str:
         return f"rsync://127.0.0.1:{self.port}/{self.module}" + (f"/{path}" if path else "")
@@ -64,6 +65,12 @@ class RsyncDaemon:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
 
+    def close(self) -> None:
+        """Stop, and remove the work folder when this daemon made it."""
+        self.stop()
+        if self.owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
     def restart(self) -> None:
         self.stop()
         self.proc = _spawn_rsyncd(self.workdir, self.port)
@@ -80,6 +87,7 @@ def _spawn_rsyncd(workdir: str, port: int) -> subprocess.Popen:
 def start_rsync_daemon(workdir: str | None = None) -> RsyncDaemon:
     if shutil.which("rsync") is None:
         raise RuntimeError("rsync is not installed")
+    owns = workdir is None
     workdir = workdir or tempfile.mkdtemp(prefix="lance-rsyncd-")
     root = os.path.join(workdir, "module")
     os.makedirs(root, exist_ok=True)
@@ -90,7 +98,7 @@ def start_rsync_daemon(workdir: str | None = None) -> RsyncDaemon:
     port = free_port()
     proc = _spawn_rsyncd(workdir, port)
     wait_for_port(port, proc=proc)
-    return RsyncDaemon(root, port, proc, workdir)
+    return RsyncDaemon(root, port, proc, workdir, owns_workdir=owns)
 
 
 @dataclass
