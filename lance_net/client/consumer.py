@@ -20,7 +20,7 @@ from lance_net.protocol import CatchingUp, Fetch, FetchResponse, ListOffsets
 
 from .admin import Admin, TopicRef
 from .errors import ClientError, ConnectionLost, OffsetOutOfRange, UnexpectedReply
-from .fetched import RecordBatch, decode, empty
+from .fetched import DEFAULT_FETCH_BYTES, RecordBatch, decode, empty
 from .offsets import OffsetStore, consumer_id_for
 from .options import DEFAULT_ENDPOINT, ClientOptions, split_options
 from .session import Session
@@ -49,7 +49,7 @@ class Consumer:
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, topic: TopicRef = "", *,
                  start_from: StartFrom = EARLIEST, offset_store: OffsetStore | None = None,
                  consumer_name: str = "lance", consumer_id: int | None = None,
-                 max_bytes: int = 4 * 1024 * 1024, max_wait_ms: int = 500,
+                 max_bytes: int = DEFAULT_FETCH_BYTES, max_wait_ms: int = 500,
                  reset: str = EARLIEST, prefetch: bool = True,
                  options: ClientOptions | None = None, **option_overrides: Any):
         self.options = split_options(options, option_overrides)

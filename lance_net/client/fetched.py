@@ -20,6 +20,10 @@ from .errors import ClientError
 
 _EMPTY_U64 = np.zeros(0, np.uint64)
 
+# A fetch of up to ~1 MiB: the protocol's receive buffer keeps its memory between frames of
+# this size, while larger frames make it allocate and fault in fresh pages every time.
+DEFAULT_FETCH_BYTES = 1024 * 1024 - 16 * 1024
+
 
 class FetchedDataError(ClientError):
     """Fetched bytes that do not decode: damaged in transit past the frame CRC, or a broker bug."""

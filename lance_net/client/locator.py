@@ -16,11 +16,10 @@ from lance_store.segment.header import BATCH_OVERHEAD
 from lance_net.protocol import CatchingUp, Fetch, FetchResponse
 
 from .errors import OffsetOutOfRange
-from .fetched import is_batched, scan_fetched_batches
+from .fetched import DEFAULT_FETCH_BYTES, is_batched, scan_fetched_batches
 from .options import ClientOptions
 from .session import Session
 
-FETCH_BYTES = 4 * 1024 * 1024
 # Batches seen but not yet asked for are remembered up to this many (oldest dropped first).
 MAX_REMEMBERED = 100_000
 
@@ -49,7 +48,8 @@ class OffsetLocator:
     async def _read_more(self) -> bool:
         """Read the next run of batches; False when the end of the log is reached."""
         try:
-            reply = await self.session.request(Fetch(self.topic_id, self.cursor, FETCH_BYTES))
+            reply = await self.session.request(
+                Fetch(self.topic_id, self.cursor, DEFAULT_FETCH_BYTES))
         except OffsetOutOfRange as exc:
             if exc.low is None or exc.low <= self.cursor:
                 raise

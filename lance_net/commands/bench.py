@@ -19,6 +19,7 @@ from lance_store.records import encode_uniform
 
 from lance_net.client import Admin, ClientError, Consumer, Producer
 from lance_net.client.cliopts import client_options, run_command
+from lance_net.client.fetched import DEFAULT_FETCH_BYTES
 from lance_net.protocol import ListOffsets
 
 MB = 1_000_000
@@ -140,7 +141,7 @@ def _percentile(values: np.ndarray, q: float) -> float | None:
               help="Bytes of records per Ingest frame.")
 @click.option("--consume", is_flag=True,
               help="Then consume the produced records from their start and report msg/s.")
-@click.option("--fetch-bytes", type=click.IntRange(1), default=1024 * 1024 - 16 * 1024,
+@click.option("--fetch-bytes", type=click.IntRange(1), default=DEFAULT_FETCH_BYTES,
               show_default=True, help="Bytes asked for per fetch with --consume.")
 @click.option("--broker-pid", type=click.IntRange(1), default=None,
               help="Report this process's peak RSS (VmHWM) at the end.")

@@ -16,6 +16,7 @@ from lance_store.clikit import handle_errors
 
 from lance_net.client import Consumer, LockFileOffsetStore
 from lance_net.client.cliopts import client_options, run_command
+from lance_net.client.fetched import DEFAULT_FETCH_BYTES
 
 _NS = "ns"
 
@@ -90,7 +91,7 @@ async def consume(endpoint, options, topic: str, start_from, *, follow: bool, li
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per record: offset, timestamp_ns, sortkey, type, value "
                    "(or value_base64 when it is not UTF-8).")
-@click.option("--max-bytes", type=click.IntRange(1), default=1024 * 1024 - 16 * 1024,
+@click.option("--max-bytes", type=click.IntRange(1), default=DEFAULT_FETCH_BYTES,
               show_default=True, help="Bytes asked for per fetch.")
 @click.option("--group", default=None,
               help="Resume from, and commit to, this consumer's lock-file offset store.")
