@@ -189,12 +189,17 @@ def recover_topic(folder: str, *, readonly: bool, interval: int, warn: Warn) -> 
             if not readonly:
                 cut_tail(active.path, scan.valid_end)
         _note_producers(state, scan)
-        if len(segments) > 1 and segments[-2].size:  # sealed, or an interrupted seal read-only
-            # Producer sequences also come from the previous segment, so that a
-            # retry right after a rotation is still recognised.
-            _note_producers(state, scan_segment(segments[-2].path, segments[-2].name.base), first=True)
     _note_newest(state, scan)
     return state
+
+
+def older_producers(state: TopicState) -> None:
+    """Producer sequences of the segment before the active one, so that a retry
+    right after a rotation is still recognised. Topics load these lazily (on the
+    first producer they do not know): read-only openers never pay for the scan."""
+    segs = state.segments
+    if len(segs) > 1 and segs[-2].size:   # sealed, or an interrupted seal read-only
+        _note_producers(state, scan_segment(segs[-2].path, segs[-2].name.base), first=True)
 
 
 def _note_producers(state: TopicState, scan: SegmentScan, *, first: bool = False) -> None:

@@ -21,7 +21,7 @@ from . import fsutil, scanner
 from . import index as sparse_index
 from .errors import CorruptionError, OffsetError, ReadOnlyError, WriteFailedError
 from .records import RAW, Record, encode, encode_into, encode_uniform, encoded_size
-from .recovery import SegmentFile, TopicState, cut_tail, recover_topic
+from .recovery import SegmentFile, TopicState, cut_tail, older_producers, recover_topic
 from .segment import naming
 from .segment.header import BATCH_OVERHEAD, BatchHeader, encode_batch
 from .segment.reader import (BatchView, locate, map_readonly, read_batches, read_unit,
@@ -155,6 +155,7 @@ class Topic:
         self.segments: list[SegmentFile] = state.segments
         self.legacy = state.legacy
         self.producers = {pid: (seq, off) for pid, seq, off in state.producers}
+        self._older_producers = False    # the previous segment's producers, loaded on demand
         if state.newest is not None:
             self.clock.observe(*state.newest)
         self._bases = [s.name.base for s in self.segments]
@@ -773,6 +774,14 @@ class Topic:
 
     def producer_last_seq(self, producer_id: int) -> int | None:
         got = self.producers.get(producer_id)
+        if got is None and not self._older_producers:
+            with self._lock:
+                self._older_producers = True
+                state = TopicState(self.segments, producers=[])
+                older_producers(state)
+                for pid, seq, off in state.producers:
+                    self.producers.setdefault(pid, (seq, off))
+            got = self.producers.get(producer_id)
         return None if got is None else got[0]
 
     def close(self) -> None:
