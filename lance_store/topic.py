@@ -776,11 +776,12 @@ class Topic:
         got = self.producers.get(producer_id)
         if got is None and not self._older_producers:
             with self._lock:
-                self._older_producers = True
-                state = TopicState(self.segments, producers=[])
-                older_producers(state)
-                for pid, seq, off in state.producers:
-                    self.producers.setdefault(pid, (seq, off))
+                if not self._older_producers:
+                    state = TopicState(self.segments, producers=[])
+                    older_producers(state)
+                    for pid, seq, off in state.producers:
+                        self.producers.setdefault(pid, (seq, off))
+                    self._older_producers = True
             got = self.producers.get(producer_id)
         return None if got is None else got[0]
 
