@@ -16,10 +16,12 @@ from typing import Any, AsyncIterator
 
 from lance_store.records import Record
 
-from lance_net.protocol import CatchingUp, Fetch, FetchResponse, ListOffsets
+from lance_net.protocol import (
+    FETCH_TAIL, INVALID_CLIENT_COMMAND, CatchingUp, Fetch, FetchResponse, ListOffsets,
+)
 
 from .admin import Admin, TopicRef
-from .errors import ClientError, ConnectionLost, OffsetOutOfRange, UnexpectedReply
+from .errors import BrokerError, ClientError, ConnectionLost, OffsetOutOfRange, UnexpectedReply
 from .fetched import DEFAULT_FETCH_BYTES, RecordBatch, decode, empty
 from .offsets import OffsetStore, consumer_id_for
 from .options import DEFAULT_ENDPOINT, ClientOptions, split_options
@@ -166,9 +168,25 @@ class Consumer:
         else:
             raise ValueError(f"start_from: expected 'earliest', 'latest', an offset or a time, "
                              f"found {where!r}")
-        reply = await self.session.request(ListOffsets(self.topic_id, timestamp))
-        self._move(reply.offset)
-        return reply.offset
+        try:
+            reply = await self.session.request(ListOffsets(self.topic_id, timestamp))
+            offset = reply.offset
+        except BrokerError as exc:
+            if exc.message != INVALID_CLIENT_COMMAND:
+                raise
+            offset = await self._seek_upstream(timestamp)
+        self._move(offset)
+        return offset
+
+    async def _seek_upstream(self, timestamp: int) -> int:
+        """The ends of a topic on an upstream server, which has no ListOffsets."""
+        if timestamp == ListOffsets.EARLIEST:
+            return 0
+        if timestamp == ListOffsets.LATEST:
+            reply = await self.session.request(Fetch(self.topic_id, FETCH_TAIL, 1))
+            return reply.next_offset
+        raise ClientError(f"seeking topic {self.topic_id} by time needs ListOffsets, "
+                          f"which the server at {self.session.endpoint} does not offer")
 
     def _move(self, offset: int) -> None:
         self._drop_ahead()

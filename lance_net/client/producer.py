@@ -276,14 +276,19 @@ class Producer:
             self.topic_id = int(self.topic_info["id"])
             # Everything this producer writes lands at or after today's high watermark, so
             # locating acknowledged batches starts reading there.
-            offsets = await admin.list_offsets(self.topic_id, (1 << 64) - 1)
+            try:
+                high = (await admin.list_offsets(self.topic_id, (1 << 64) - 1)).offset
+            except BrokerError as exc:
+                if exc.message != INVALID_CLIENT_COMMAND:
+                    raise
+                high = None  # an upstream server: nothing to locate batches with
             self.endpoint = admin.session.endpoint  # the leader, after redirects
         finally:
             await admin.close()
         await self._connect()
-        if self.producer_id:
+        if self.producer_id and high is not None:
             self.locator = OffsetLocator(self.endpoint, self.options, self.topic_id,
-                                         self.producer_id, offsets.offset)
+                                         self.producer_id, high)
         self._started = True
         return self
 
