@@ -187,6 +187,8 @@ class Follower:
         point = divergence_point(leader_epochs, leader_end, rep.epochs.entries, end)
         if point < end:
             self.truncate(topic_id, point)
+        # Entries from `point` on describe no byte the two logs share (even with none cut).
+        rep.epochs.truncate(point)
         rep.pending_epochs = [e for e in leader_epochs if e.start_offset >= point
                               and e.epoch > rep.epochs.last_epoch]
         return topic.high_watermark

@@ -32,6 +32,8 @@ def messages_from(topic: Topic, start: int, *, epoch: int, committed: int,
     - The write that starts at this leader's own entry in `epochs` carries NEW_EPOCH, and no
       message spans that entry. When the leader has not written in its epoch yet, the last
       message is an empty NEW_EPOCH marker at its end, so followers record the epoch at once.
+    - A follower at the start of an empty active segment gets an empty NEW_SEGMENT marker,
+      so that its active segment takes the leader's name before any data arrives.
     """
     end = topic.high_watermark if end is None else min(end, topic.high_watermark)
     own = [e.start_offset for e in (epochs.entries if epochs else ()) if e.epoch == epoch]
@@ -66,11 +68,16 @@ def messages_from(topic: Topic, start: int, *, epoch: int, committed: int,
         yield Replicate(epoch, committed, topic.id, nxt, _active_name(seg), write_offset, data,
                         flags, t1)
         offset = nxt
-    if own_start is not None and own_start == offset == end:
-        seg = segments[-1]
-        write_offset = offset - seg.name.base
-        yield Replicate(epoch, committed, topic.id, offset, _active_name(seg), write_offset, b"",
-                        NEW_EPOCH | (NEW_SEGMENT if write_offset == 0 else 0))
+    if offset == end == topic.high_watermark:
+        # At the log's end, in the active segment: mark what no data message has carried.
+        active = segments[-1]
+        write_offset = offset - active.name.base
+        marker = NEW_EPOCH if own_start == offset else 0
+        if write_offset == 0:
+            marker |= NEW_SEGMENT   # an empty active segment: the follower takes its name
+        if marker:
+            yield Replicate(epoch, committed, topic.id, offset, _active_name(active), write_offset,
+                            b"", marker)
 
 
 def _active_name(seg) -> str:

@@ -1,5 +1,6 @@
 """Fixtures that start a real etcd for the replication tests (import them into a test module)."""
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -24,3 +25,14 @@ def run(coro, timeout: float = 30.0):
     """Run a coroutine to completion on a fresh event loop, with a deadline."""
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
+
+
+def replica_files(topic) -> dict:
+    """What two replicas of a topic must agree on: each segment's name and data (an active
+    segment up to its data length: past it a file may hold zeros), the indexes, the epochs."""
+    out = {}
+    for path in sorted(Path(topic.folder).iterdir()):
+        if path.suffix in (".lnc", ".idx") or path.name == "epochs":
+            data = path.read_bytes()
+            out[path.name] = data[:topic.active.size] if path.name == topic.active.name.filename else data
+    return out

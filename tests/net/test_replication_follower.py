@@ -15,6 +15,8 @@ from lance_net.replication.source import messages_from
 from lance_net.replication.wire import Preamble, Replicate, Status
 from lance_store.segment import naming
 
+from .replication_fixtures import replica_files
+
 CONFIG = StoreConfig(segment_max_bytes=4096, buffer_count=2, buffer_size=1 << 20)
 
 
@@ -47,15 +49,6 @@ def ship(leader_topic, follower, start, *, epoch, epochs=None, end=None, committ
     return replies
 
 
-def files(folder):
-    out = {}
-    for name in sorted(os.listdir(folder)):
-        if name.endswith((".lnc", ".idx")) or name == "epochs":
-            with open(os.path.join(folder, name), "rb") as f:
-                out[name] = f.read()
-    return out
-
-
 def records(topic):
     return [r.value for r in topic.records()]
 
@@ -72,7 +65,7 @@ def test_catch_up_makes_identical_files(pair, tmp_path):
     assert {r.status for r in replies} == {Status.OK}
     assert replies[-1].confirmed_offset == lt.high_watermark == ft.high_watermark
     assert [r.node_id for r in replies] == [2] * len(replies)
-    assert files(ft.folder) == files(lt.folder)           # names (t0, t1), bytes, epochs
+    assert replica_files(ft) == replica_files(lt)           # names (t0, t1), bytes, epochs
     follower_store.close()
     reopened = lance_store.open(tmp_path / "follower", config=CONFIG)
     try:
@@ -102,7 +95,7 @@ def test_live_groups_and_the_committed_offset(pair):
     assert follower.committed_offset(ft.id) == ft.high_watermark
     behind = Replicate(3, 0, ft.id, lt.high_watermark - 1, "", 0)   # a leader that lacks our tail
     assert follower.apply(behind).status is Status.RESYNC
-    assert files(ft.folder) == files(lt.folder)
+    assert replica_files(ft) == replica_files(lt)
     assert follower.position(ft.id) == LogPosition(3, lt.high_watermark)
 
 
@@ -217,7 +210,7 @@ def test_a_returning_leader_truncates_to_the_last_shared_epoch(pair):
     assert a_epochs.entries == [EpochEntry(3, 0)]
     replies = ship(b, a_follower, start, epoch=5, epochs=b_epochs)
     assert replies[-1].status is Status.OK
-    assert files(a.folder) == files(b.folder)
+    assert replica_files(a) == replica_files(b)
     assert not any(v.startswith(b"lost") for v in records(a))
     assert records(a) == records(b)
     assert a_follower.position(a.id) == LogPosition(5, b.high_watermark)
@@ -237,7 +230,7 @@ def test_reconcile_writes_older_epochs_when_the_data_reaches_them(pair):
     assert follower.reconcile(ft.id, epochs.entries, lt.high_watermark) == 0
     ship(lt, follower, 0, epoch=6, epochs=epochs)
     assert EpochsFile(ft.folder).entries == epochs.entries
-    assert files(ft.folder) == files(lt.folder)
+    assert replica_files(ft) == replica_files(lt)
 
 
 def test_no_message_spans_the_leaders_epoch_start_and_an_idle_epoch_is_marked(pair):
@@ -281,7 +274,7 @@ def test_a_resent_seal_is_accepted(pair):
     assert ft.high_watermark == boundary and ft.segments[0].sealed
     replies = ship(lt, follower, boundary, epoch=1)           # starts with the seal again
     assert replies[0].status is Status.OK and all(r.status is Status.OK for r in replies)
-    assert files(ft.folder) == files(lt.folder)
+    assert replica_files(ft) == replica_files(lt)
     fresh_names = [s.name.filename for s in ft.segments]
     assert fresh_names == [s.name.filename for s in lt.segments]
 

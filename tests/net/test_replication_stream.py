@@ -1,7 +1,6 @@
 """The data plane over real loopback sockets: a leader streaming to two followers, the commit
 index following their replies, losing followers, and a fenced-off stale leader."""
 import asyncio
-from pathlib import Path
 
 import lance_store
 from lance_store import StoreConfig
@@ -13,7 +12,7 @@ from lance_net.replication.source import messages_from
 from lance_net.replication.wire import (NEED_DATA, STREAM_CLOSED, Preamble, ReplicationProtocolError,
                                         ReplicationReceiver, ReplyReceiver, Status)
 
-from .replication_fixtures import run
+from .replication_fixtures import replica_files, run
 
 CONFIG = StoreConfig(segment_max_bytes=4096, buffer_count=2, buffer_size=1 << 20)
 
@@ -85,11 +84,6 @@ async def until(predicate, timeout=10.0):
     await asyncio.wait_for(wait(), timeout)
 
 
-def folder_files(folder):
-    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir())
-            if p.suffix == ".lnc" or p.name == "epochs"}
-
-
 def test_leader_and_two_followers_over_sockets(tmp_path):
     stores = [lance_store.open(tmp_path / f"n{i}", create=True, config=CONFIG) for i in (1, 2, 3)]
     topics = [s.create_topic("events") for s in stores]
@@ -115,8 +109,8 @@ def test_leader_and_two_followers_over_sockets(tmp_path):
         # every follower has replied for the last write (a reply follows the whole apply, seal included)
         await until(lambda: all(s.replies and s.replies[-1].confirmed_offset == high for s in streams))
         assert all(t.high_watermark == high for t in topics)
-        assert folder_files(topics[1].folder) == folder_files(leader_topic.folder)
-        assert folder_files(topics[2].folder) == folder_files(leader_topic.folder)
+        assert replica_files(topics[1]) == replica_files(leader_topic)
+        assert replica_files(topics[2]) == replica_files(leader_topic)
 
         # One follower goes: the leader and the other still make a majority.
         servers[1][0].close()
