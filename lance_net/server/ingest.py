@@ -22,6 +22,8 @@ log = logging.getLogger("lance_net.server.ingest")
 
 # A larger group amortises the fdatasync better but holds its first batch's ack longer.
 MAX_GROUP_BYTES = 32 * 1024 * 1024
+# A group write slower than this is logged: the disk, not the broker, is then the bottleneck.
+SLOW_GROUP_S = 1.0
 
 
 class Ticket:
@@ -176,7 +178,11 @@ class GroupCommitter:
                 ticket.settle(message)
         else:
             now = time.perf_counter()
-            metrics.group_write_seconds.observe(future.result())
+            seconds = future.result()
+            metrics.group_write_seconds.observe(seconds)
+            if seconds > SLOW_GROUP_S:
+                log.warning("topic %s: a group write of %d batches took %.1f s", self.topic.name,
+                            len(group), seconds)
             metrics.group_batches.observe(len(group))
             self._batches.inc(len(group))
             self._records.inc(sum(spec.record_count for spec, _ in group))
