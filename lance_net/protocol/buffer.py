@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from .frames import Buffer
 
-# An emptied buffer larger than this is given back, so idle connections stay small.
-KEEP_CAPACITY = 1024 * 1024
+# An emptied buffer larger than this is given back, so idle connections stay
+# small. It is large enough for the fetch responses consumers ask for (a few
+# MiB): regrowing a buffer for every large frame costs more than the copy.
+KEEP_CAPACITY = 8 * 1024 * 1024 + 64 * 1024
 _MIN_CAPACITY = 4096
 
 
