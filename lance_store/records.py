@@ -84,11 +84,17 @@ def encode(records: Sequence[RecordInput], default_type: int = RAW) -> tuple[byt
 def encode_uniform(values: Sequence[bytes], rtype: int = RAW) -> tuple[bytes, int]:
     """Fast path for the common case: bytes values that all share one type.
 
-    The headers are built by map() and interleaved by zip(), so the only
-    Python-level work per record is inside C iterators.
+    The C encoder builds the payload in place; its Python twin interleaves
+    headers made by map() with the values, so even the twin does no
+    Python-level work per record outside C iterators.
     """
     if rtype in (PADDING, BATCH_HEADER, EXTENDED) or not 0 <= rtype <= 0xFF:
         _check(rtype, 0, 0)
+    if _native_encode is not None:
+        try:
+            return _native_encode(values, rtype), len(values)
+        except ValueError as exc:
+            raise InvalidRecordError(str(exc)) from None
     lengths = list(map(len, values))
     if lengths and max(lengths) > MAX_VALUE_LEN:
         bad = next(i for i, n in enumerate(lengths) if n > MAX_VALUE_LEN)
@@ -127,11 +133,11 @@ def _encode_into_py(values: Sequence, rtype: int, out, pos: int) -> int:
 
 def _load_encoder():
     if os.environ.get("LANCE_NO_EXTENSIONS", "") not in ("", "0"):
-        return _encoded_size_py, _encode_into_py, "python"
+        return _encoded_size_py, _encode_into_py, "python", None
     try:
         from ._native import _encode
     except ImportError:
-        return _encoded_size_py, _encode_into_py, "python"
+        return _encoded_size_py, _encode_into_py, "python", None
 
     def size(values):
         try:
@@ -145,12 +151,12 @@ def _load_encoder():
         except ValueError as exc:
             raise InvalidRecordError(str(exc)) from None
 
-    return size, into, "c"
+    return size, into, "c", _encode.encode
 
 
 # encoded_size(values) and encode_into(values, type, out, pos): the C encoder
 # when built, else its Python twin (LANCE_NO_EXTENSIONS=1 forces the twin).
-encoded_size, encode_into, ENCODER = _load_encoder()
+encoded_size, encode_into, ENCODER, _native_encode = _load_encoder()
 
 
 def padding(n: int) -> bytes:

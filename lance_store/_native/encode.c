@@ -97,7 +97,30 @@ done:
     return result;
 }
 
+/* encode(values, type) -> bytes: the TLV records, built in place in a new bytes object */
+static PyObject *encode(PyObject *self, PyObject *args)
+{
+    PyObject *seq; int rtype;
+    if (!PyArg_ParseTuple(args, "Oi", &seq, &rtype)) return NULL;
+    PyObject *size = encoded_size(self, seq);
+    if (!size) return NULL;
+    Py_ssize_t n = PyLong_AsSsize_t(size);
+    Py_DECREF(size);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    if (!out) return NULL;
+    PyObject *view = PyMemoryView_FromMemory(PyBytes_AS_STRING(out), n, PyBUF_WRITE);
+    if (!view) { Py_DECREF(out); return NULL; }
+    PyObject *call = Py_BuildValue("(OiOn)", seq, rtype, view, (Py_ssize_t)0);
+    PyObject *end = call ? encode_into(self, call) : NULL;
+    Py_XDECREF(call);
+    Py_DECREF(view);
+    if (!end) { Py_DECREF(out); return NULL; }
+    Py_DECREF(end);
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"encode", encode, METH_VARARGS, "TLV records of one type as a new bytes object."},
     {"encoded_size", encoded_size, METH_O, "Bytes the TLV encoding of the values takes."},
     {"encode_into", encode_into, METH_VARARGS, "Write values as TLV records of one type into a buffer."},
     {NULL, NULL, 0, NULL},
