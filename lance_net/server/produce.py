@@ -44,7 +44,11 @@ def ingest(conn, event, received: float) -> None:
         conn.require(topic, WRITE)
         producer_id = conn.producer_ids.get(topic.id, 0)
         if producer_id:
-            sequence = broker.producers.sequence(topic, producer_id)
+            sequence = broker.producers.get(topic.id, producer_id)
+            if sequence is None:  # InitProducer adds it before binding: never expected
+                raise Refused.of(OUT_OF_ORDER_SEQUENCE,
+                                 f"producer {producer_id} has no sequence on topic {topic.id}: "
+                                 f"send InitProducer again")
             verdict, original = sequence.admit(batch_id)
             if verdict is DUPLICATE:
                 _duplicate(conn, batch_id, original, received)
@@ -115,22 +119,22 @@ def unsupported(conn, event) -> None:
 
 
 def init_producer(conn, command: InitProducer):
-    broker = conn.broker
-    topic = broker.topic(command.topic_id)
+    topic = conn.broker.topic(command.topic_id)
     conn.require(topic, WRITE)
-    if command.producer_id:
-        return _bind(conn, topic, command.producer_id)
-    return _bind_new(conn, topic)
+    return _bind(conn, topic, command.producer_id)
 
 
-async def _bind_new(conn, topic) -> ProducerResponse:
-    producer_id = await conn.broker.run_admin(conn.broker.store.new_producer_id)
-    log.info("%s: new producer %d on topic %s", conn.peer, producer_id, topic.name)
-    return _bind(conn, topic, producer_id)
-
-
-def _bind(conn, topic, producer_id: int) -> ProducerResponse:
-    sequence = conn.broker.producers.sequence(topic, producer_id)
+async def _bind(conn, topic, producer_id: int) -> ProducerResponse:
+    """Bind the producer (a new one for id 0) to this connection for the topic."""
+    broker = conn.broker
+    if not producer_id:
+        producer_id = await broker.run_admin(broker.store.new_producer_id)
+        log.info("%s: new producer %d on topic %s", conn.peer, producer_id, topic.name)
+    sequence = broker.producers.get(topic.id, producer_id)
+    if sequence is None:
+        # May scan the previous segment's batch headers: not on the event loop.
+        last = await broker.run_read(topic.producer_last_seq, producer_id)
+        sequence = broker.producers.add(topic.id, producer_id, last)
     conn.producer_ids[topic.id] = producer_id
     return ProducerResponse(producer_id, sequence.last or 0)
 

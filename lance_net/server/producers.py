@@ -1,11 +1,10 @@
 """Idempotent producers: the last sequence of each (topic, producer), and what a new batch is.
 
 Owns sequence admission (LWP.md "Idempotent producers"); the ids come from the store's node.json
-counter, and after a restart the last sequence from the topic's batch headers.
+counter, and after a restart the last sequence from the topic's batch headers
+(Topic.producer_last_seq, read off the event loop when a producer is bound).
 """
 from __future__ import annotations
-
-from lance_store import Topic
 
 from .ingest import Ticket
 
@@ -62,13 +61,13 @@ class ProducerBook:
     def __init__(self) -> None:
         self._sequences: dict[tuple[int, int], ProducerSequence] = {}
 
-    def sequence(self, topic: Topic, producer_id: int) -> ProducerSequence:
-        key = (topic.id, producer_id)
-        found = self._sequences.get(key)
-        if found is None:
-            found = ProducerSequence(topic.producer_last_seq(producer_id))
-            self._sequences[key] = found
-        return found
+    def get(self, topic_id: int, producer_id: int) -> ProducerSequence | None:
+        return self._sequences.get((topic_id, producer_id))
+
+    def add(self, topic_id: int, producer_id: int, last: int | None) -> ProducerSequence:
+        """The sequence of (topic, producer), starting from `last` when it is new here
+        (another connection may have added it meanwhile: that one stays)."""
+        return self._sequences.setdefault((topic_id, producer_id), ProducerSequence(last))
 
     def forget_topic(self, topic_id: int) -> None:
         for key in [k for k in self._sequences if k[0] == topic_id]:
