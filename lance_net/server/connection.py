@@ -64,6 +64,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._barrier = False
         self._stalled = False           # frames were left in the buffer because _held
         self._close_when_done = False   # the peer closed its side, or the stream broke
+        self._eof = False               # the peer sent FIN: never resume reading
         self._failed = False
         self._pauses: set = set()
         self._reading_paused = False
@@ -114,6 +115,7 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool:
         self._close_when_done = True
+        self._eof = True
         if not self.closed and not self._failed:
             try:
                 self.lwp.receive_data(b"")
@@ -152,6 +154,11 @@ class ClientConnection(asyncio.BufferedProtocol):
                 return
             if event is NEED_DATA:
                 return
+            if type(event) is ConnectionClosed:
+                # The peer's FIN: the protocol reports it again on every call, so
+                # stop here; the connection closes once its owed replies are out.
+                self._finish_if_done()
+                return
             self.last_frame = self._loop.time()
             try:
                 self._dispatch(event)
@@ -168,9 +175,6 @@ class ClientConnection(asyncio.BufferedProtocol):
             return
         if kind is Keepalive:
             self._write(self._sender.send_buffers(_KEEPALIVE))
-            return
-        if kind is ConnectionClosed:
-            self._finish_if_done()
             return
         if kind is InvalidCommand:
             self.broker.metrics.invalid_commands.inc()
@@ -300,7 +304,9 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def _update_reading(self) -> None:
         paused = bool(self._pauses)
-        if paused == self._reading_paused or self.closed:
+        if paused == self._reading_paused or self.closed or self._eof:
+            # After EOF there is nothing to read: resuming would only report the
+            # EOF again, over and over, and spin the event loop.
             return
         self._reading_paused = paused
         if paused:
