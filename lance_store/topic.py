@@ -254,8 +254,14 @@ class Topic:
         return await self._enqueue(item)
 
     async def append_encoded_async(self, spec: BatchSpec) -> AppendResult:
-        """`append_async` for a pre-encoded TLV payload (the broker's ingest path)."""
+        """`append_async` for a pre-encoded TLV payload."""
         return await self._enqueue(spec)
+
+    def submit_encoded(self, spec: BatchSpec) -> asyncio.Future:
+        """Queue a pre-encoded batch on the running loop's write pipeline at once
+        (no coroutine step, so batches queue in call order); the future resolves
+        to its AppendResult once durable. The broker's ingest path."""
+        return self._enqueue(spec)
 
     def _enqueue(self, item):
         size = _payload_size(item)

@@ -26,7 +26,7 @@ from lance_store import LanceError, Topic, UnknownTopicError
 from . import http
 from .auth import TokenBook
 from .connection import ClientConnection
-from .ingest import GroupCommitter, writer_pool
+from .ingest import GroupCommitter, pin_cpus
 from .longpoll import Watermarks
 from .metrics import BrokerMetrics
 from .offsets import OffsetBook
@@ -44,7 +44,6 @@ STARTING, READY, DRAINING, STOPPED = "starting", "ready", "draining", "stopped"
 READ_BUFFER_BYTES = 1 << 20
 LISTEN_BACKLOG = 4096
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
-WRITER_THREADS = 8
 READER_THREADS = 4
 
 
@@ -69,7 +68,8 @@ class Broker:
         self._committers: dict[int, GroupCommitter] = {}
         self._admin = ThreadPoolExecutor(1, thread_name_prefix="lance-admin")
         self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="lance-reader")
-        self._writers = writer_pool(WRITER_THREADS, options.writer_cpus)
+        # [numa] cpus: the event loop fills and submits every write, so it is what gets pinned.
+        pin_cpus(options.writer_cpus)
         self._server: asyncio.AbstractServer | None = None
         self._http: asyncio.AbstractServer | None = None
         self._background: list[asyncio.Task] = []
@@ -93,7 +93,7 @@ class Broker:
     def committer(self, topic: Topic) -> GroupCommitter:
         found = self._committers.get(topic.id)
         if found is None:
-            found = GroupCommitter(topic, self._writers, self.metrics, self._durable,
+            found = GroupCommitter(topic, self.metrics, self._durable,
                                    self.options.backpressure_bytes)
             self._committers[topic.id] = found
         return found
@@ -283,7 +283,6 @@ class Broker:
 
     def _close_store(self) -> None:
         self._readers.shutdown(wait=True, cancel_futures=True)
-        self._writers.shutdown(wait=True)
         self._admin.shutdown(wait=True)
         if self.store is not None:
             self.store.close()

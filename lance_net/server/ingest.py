@@ -3,9 +3,11 @@
 Owns the per-topic queue, the writer threads and the durable/refused outcome of each batch;
 what a batch may contain, and who is told, belong to `produce` and the connection.
 
-One group at a time per topic: `Topic.append_encoded(group)` is one write and
-one fdatasync for every batch in it, run on a writer thread so the event loop
-keeps reading sockets; batches that arrive meanwhile wait for the next group.
+Each group goes to the store's asyncio write pipeline (`Topic.submit_encoded`):
+the store fills aligned buffers and submits them to the write backend while
+earlier ones sync (two groups in flight), and reports completions through its
+eventfd, so the event loop never blocks on the disk. Batches that arrive while
+both groups are in flight wait for the next one.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import asyncio
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from lance_store import BatchSpec, Topic
@@ -22,6 +23,8 @@ log = logging.getLogger("lance_net.server.ingest")
 
 # A larger group amortises the fdatasync better but holds its first batch's ack longer.
 MAX_GROUP_BYTES = 32 * 1024 * 1024
+# Groups handed to the store at once: the next one fills while the previous syncs.
+MAX_GROUPS_IN_FLIGHT = 2
 # A group write slower than this is logged: the disk, not the broker, is then the bottleneck.
 SLOW_GROUP_S = 1.0
 
@@ -55,37 +58,25 @@ class Ticket:
                 log.exception("batch outcome callback failed")
 
 
-def writer_pool(threads: int, cpus: tuple[int, ...] = ()) -> ThreadPoolExecutor:
-    """The threads that run group writes, pinned to `cpus` ([numa] cpus) when given."""
-
-    def pin() -> None:
-        if cpus and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, cpus)  # 0: the calling thread
-
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lance-writer",
-                              initializer=pin)
-
-
-def _write_group(topic: Topic, specs: list[BatchSpec]) -> float:
-    started = time.perf_counter()
-    topic.append_encoded(specs)
-    return time.perf_counter() - started
+def pin_cpus(cpus: tuple[int, ...] = ()) -> None:
+    """Pin the calling thread to `cpus` ([numa] cpus), when given."""
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus)  # 0: the calling thread
 
 
 class GroupCommitter:
     """The ingest queue of one topic."""
 
-    def __init__(self, topic: Topic, executor: ThreadPoolExecutor, metrics,
-                 on_durable: Callable[[Topic], None], backpressure_bytes: int):
+    def __init__(self, topic: Topic, metrics, on_durable: Callable[[Topic], None],
+                 backpressure_bytes: int):
         self.topic = topic
         self.queued_bytes = 0
         self.high_mark = backpressure_bytes
         self._loop = asyncio.get_running_loop()
-        self._executor = executor
         self._metrics = metrics
         self._on_durable = on_durable
         self._queue: list[tuple[BatchSpec, Ticket]] = []
-        self._busy = False
+        self._in_flight = 0
         self._scheduled = False
         self._halted = False
         self._refusal: str | None = None
@@ -102,7 +93,7 @@ class GroupCommitter:
             return
         self._queue.append((spec, ticket))
         self.queued_bytes += len(spec.payload)
-        if not self._busy and not self._scheduled:
+        if self._in_flight < MAX_GROUPS_IN_FLIGHT and not self._scheduled:
             # Deferred to the end of this loop turn, so every frame parsed from the
             # same socket read joins one group.
             self._scheduled = True
@@ -119,7 +110,7 @@ class GroupCommitter:
     @property
     def idle(self) -> bool:
         """No group is writing, and none will start (the queue is empty, or halted)."""
-        return not self._busy and (not self._queue or self._halted)
+        return not self._in_flight and (not self._queue or self._halted)
 
     async def wait_idle(self) -> None:
         if self.idle:
@@ -147,7 +138,7 @@ class GroupCommitter:
 
     def _start(self) -> None:
         self._scheduled = False
-        if self._busy or self._halted or not self._queue:
+        if self._in_flight >= MAX_GROUPS_IN_FLIGHT or self._halted or not self._queue:
             return
         queue = self._queue
         size = 0
@@ -159,26 +150,40 @@ class GroupCommitter:
                 break
         group, self._queue = queue[:cut], queue[cut:]
         self.queued_bytes -= size
-        self._busy = True
+        self._in_flight += 1
         if self._held and self.queued_bytes <= self.high_mark // 2:
             self._release_held()
-        future = self._loop.run_in_executor(self._executor, _write_group, self.topic,
-                                            [spec for spec, _ in group])
-        future.add_done_callback(lambda f: self._finished(group, f))
+        started = time.perf_counter()
+        futures = []
+        for spec, _ in group:
+            try:
+                futures.append(self.topic.submit_encoded(spec))
+            except Exception as exc:  # refused before queueing (topic read-only, ...)
+                failed = self._loop.create_future()
+                failed.set_exception(exc)
+                futures.append(failed)
+        done = asyncio.gather(*futures, return_exceptions=True)
+        done.add_done_callback(lambda f: self._finished(group, f, started))
+        if self._queue and self._in_flight < MAX_GROUPS_IN_FLIGHT:
+            self._start()
 
-    def _finished(self, group: list[tuple[BatchSpec, Ticket]], future: asyncio.Future) -> None:
-        self._busy = False
+    def _finished(self, group: list[tuple[BatchSpec, Ticket]], future: asyncio.Future,
+                  started: float) -> None:
+        self._in_flight -= 1
         metrics = self._metrics
-        error = future.exception()
+        outcomes = future.result()
+        error = next((r for r in outcomes if isinstance(r, BaseException)), None)
         if error is not None:
             message = f"write failed: {error}"
             log.error("topic %s: %s", self.topic.name, message)
             metrics.write_failures.inc()
-            for _, ticket in group:
-                ticket.settle(message)
+            for (_, ticket), outcome in zip(group, outcomes):
+                # Batches before the failure in log order are durable: ack them.
+                ticket.settle(message if isinstance(outcome, BaseException) else None)
+            self._on_durable(self.topic)
         else:
             now = time.perf_counter()
-            seconds = future.result()
+            seconds = now - started
             metrics.group_write_seconds.observe(seconds)
             if seconds > SLOW_GROUP_S:
                 log.warning("topic %s: a group write of %d batches took %.1f s", self.topic.name,
