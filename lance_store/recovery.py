@@ -17,6 +17,7 @@ from . import fsutil, scanner
 from . import index as sparse_index
 from .index.sparse import ENTRY_SIZE
 from .segment import naming
+from .segment.header import BATCH_OVERHEAD
 from .segment.reader import SegmentScan, map_readonly, scan_segment
 
 Warn = Callable[[str], None]
@@ -180,14 +181,18 @@ def recover_topic(folder: str, *, readonly: bool, interval: int, warn: Warn) -> 
     scan = None
     if not active.sealed:
         scan = scan_segment(active.path, active.name.base)
-        active.size = scan.valid_end
+        # The high watermark is the end of the last complete batch: padding after
+        # it (or bytes that merely look like padding) is tail, not data.
+        b = scan.batches
+        end = int(b.pos[-1]) + BATCH_OVERHEAD + int(b.payload_length[-1]) if len(b.pos) else 0
+        active.size = end
         active.index = sparse_index.SparseIndex(index_entries(scan, interval), interval)
-        if scan.valid_end < scan.file_size:
-            if not scan.zero_tail:
-                warn(f"{active.path}: cut at offset {active.name.base + scan.valid_end} "
-                     f"(byte {scan.valid_end}): {describe_error(scan)}")
+        if end < scan.file_size:
+            if not scan.zero_tail or end < scan.valid_end:
+                why = describe_error(scan) if scan.error is not None else "padding after the last batch"
+                warn(f"{active.path}: cut at offset {active.name.base + end} (byte {end}): {why}")
             if not readonly:
-                cut_tail(active.path, scan.valid_end)
+                cut_tail(active.path, end)
         _note_producers(state, scan)
     _note_newest(state, scan)
     return state
