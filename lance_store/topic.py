@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import crc32c
 import numpy as np
@@ -20,7 +20,7 @@ import numpy as np
 from . import fsutil, scanner
 from . import index as sparse_index
 from .errors import CorruptionError, OffsetError, ReadOnlyError, WriteFailedError
-from .records import RAW, Record, encode, encode_into, encode_uniform, encoded_size
+from .records import HEADER_LEN, RAW, Record, encode, encode_into, encode_uniform, encoded_size, padding
 from .recovery import SegmentFile, TopicState, cut_tail, older_producers, recover_topic
 from .segment import naming
 from .segment.header import BATCH_OVERHEAD, BatchHeader, encode_batch
@@ -36,8 +36,9 @@ METADATA = "metadata.json"
 HIGH = 2**64 - 1
 
 
-@dataclass(frozen=True, slots=True)
-class AppendResult:
+class AppendResult(NamedTuple):
+    """Where an appended batch landed (a NamedTuple: one per batch on the hot path)."""
+
     offset: int
     next_offset: int
     record_count: int
@@ -320,6 +321,12 @@ class Topic:
                         self.producers[hdr.producer_id] = (hdr.producer_seq, cursor)
                     waiters.append((q.future, AppendResult(cursor, cursor + size, count, ts, low)))
                     cursor += size
+                batches_end = cursor
+                if queue:
+                    # More groups follow at once: end this one on a block boundary
+                    # with a padding record, so the next does not rewrite its last
+                    # block and the two can really be in flight together.
+                    cursor += self._pad_to_block(g)
                 ticket = self._writer.submit(g, sync=sync)
             except BaseException as exc:
                 self._writer.release(g)
@@ -327,7 +334,19 @@ class Topic:
                     future.set_exception(exc)
                 raise
             self._next = cursor
-            return _Flight(ticket, g, pending, cursor, waiters)
+            return _Flight(ticket, g, pending, batches_end, waiters)
+
+    @staticmethod
+    def _pad_to_block(g) -> int:
+        """Append a padding record up to the next 4 KiB boundary, when it fits;
+        returns the bytes added (their offsets count, FORMAT.md section 3)."""
+        gap = -g.fill % 4096
+        if gap and gap < HEADER_LEN:
+            gap += 4096
+        if not gap or gap > g.room:
+            return 0
+        g.put(padding(gap))
+        return gap
 
     def add_listener(self, callback) -> None:
         """Call `callback(topic)` whenever the high watermark advances (long polls).
@@ -607,6 +626,10 @@ class Topic:
         if t1 is None:
             t1 = max(time.time_ns(), seg.name.t0 + 1)
         sealed_name = seg.name.sealed_as(t1)
+        # Padding after the last batch (from pipelined groups) is not kept: the
+        # sealed file ends with its last batch, and the next segment starts there.
+        self._writer.data_len = seg.size
+        self._next = seg.end
         self._writer.finish()
         self._writer = None
         if self.store.wal is not None:

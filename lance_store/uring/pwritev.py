@@ -34,7 +34,7 @@ class PwritevBackend(WriteBackend):
         if queued:  # stay behind the groups already submitted for this file
             self.wait(self._submit(fd, offset, views, sync, claim=True))
             return
-        _write_now(fd, offset, views, sync)
+        write_now(fd, offset, views, sync)
 
     def sync(self, fd: int) -> None:
         with self._ledger.lock:
@@ -72,7 +72,7 @@ class PwritevBackend(WriteBackend):
                 group = self._work.popleft()
             fd, offset, views, sync = group.work
             try:
-                result = _write_now(fd, offset, views, sync) if views else _sync_now(fd)
+                result = write_now(fd, offset, views, sync) if views else _sync_now(fd)
             except OSError as exc:
                 result = exc
             with ledger.lock:
@@ -112,7 +112,7 @@ class PwritevBackend(WriteBackend):
         self._doorbell.close()
 
 
-def _write_now(fd: int, offset: int, views: list, sync: bool) -> int:
+def write_now(fd: int, offset: int, views: list, sync: bool) -> int:
     want = sum(memoryview(v).nbytes for v in views)
     done = 0
     try:

@@ -36,6 +36,7 @@ import logging
 import os
 import time
 
+from .pwritev import write_now
 from .backend import Doorbell, Group, GroupLedger, WriteBackend, io_error, result_or_raise
 from ._uring import ffi, lib
 
@@ -44,6 +45,7 @@ log = logging.getLogger("lance_store.io")
 SYNC_METHODS = {"dsync": lib.LNC_SYNC_DSYNC, "fsync": lib.LNC_SYNC_FSYNC}
 _INDEX_BITS = 16  # user_data = round serial << 16 | index of the SQE in its group
 _KICK = 0         # serial of the no-op that wakes a thread blocked in the kernel
+SMALL_WRITE = 64 * 1024   # blocking writes up to this size skip the ring when it is idle
 
 
 class _Flight:
@@ -102,9 +104,19 @@ class UringBackend(WriteBackend):
         self._closed = False
         self.stats = {"groups": 0, "sqes": 0, "fixed_writes": 0}
 
+
     # blocking calls ------------------------------------------------------
 
     def write(self, fd: int, offset: int, views: list, *, sync: bool) -> None:
+        # A small blocking write with nothing in flight on its file gains nothing
+        # from the ring, and the kernel hands O_DIRECT+DSYNC ring writes to a
+        # worker thread: plain syscalls answer about 100 us sooner (measured).
+        if sum(len(v) for v in views) <= SMALL_WRITE:
+            with self._lock:
+                idle = not self._ledger.busy(fd)
+            if idle:
+                write_now(fd, offset, views, sync)
+                return
         self.wait(self._submit(fd, offset, views, sync, claim=True))
 
     def sync(self, fd: int) -> None:

@@ -104,15 +104,29 @@ def test_registered_pool_buffers_go_out_as_write_fixed(tmp_path):
         assert backend.register_buffers(pool)
         buf = pool.take()
         buf[:BLOCK] = block(3)
-        backend.write(fd, 0, [memoryview(buf)[:BLOCK]], sync=True)
+        backend.wait(backend.submit(fd, 0, [memoryview(buf)[:BLOCK]], sync=True))
         assert backend.stats["fixed_writes"] == 1
-        backend.write(fd, BLOCK, [aligned(block(4))], sync=True)
+        backend.wait(backend.submit(fd, BLOCK, [aligned(block(4))], sync=True))
         assert backend.stats["fixed_writes"] == 1
         assert backend.stats["groups"] == 2
     finally:
         os.close(fd)
         backend.close()
     assert read_back(tmp_path / "a.lnc", 2 * BLOCK) == block(3) + block(4)
+
+
+def test_small_blocking_writes_skip_an_idle_ring(tmp_path):
+    backend = UringBackend()
+    fd, _ = open_for_append(tmp_path / "a.lnc", direct=True, create=True)
+    try:
+        backend.write(fd, 0, [aligned(block(5))], sync=True)
+        assert backend.stats["groups"] == 0                  # plain syscalls
+        backend.write(fd, BLOCK, [aligned(block(6) * 32)], sync=True)
+        assert backend.stats["groups"] == 1                  # a large one takes the ring
+    finally:
+        os.close(fd)
+        backend.close()
+    assert read_back(tmp_path / "a.lnc", 33 * BLOCK) == block(5) + block(6) * 32
 
 
 def test_group_larger_than_the_ring_is_refused(tmp_path):
