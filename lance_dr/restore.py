@@ -17,6 +17,7 @@ import numpy as np
 
 import lance_store
 from lance_store import fsutil
+from lance_store.recovery import cut_tail
 from lance_store.repair import reindex_path
 from lance_store.segment.header import BATCH_OVERHEAD
 from lance_store.segment.naming import SegmentName, parse
@@ -148,7 +149,7 @@ class _TopicPlan:
                 _create_empty(os.path.join(folder, SegmentName(last.first_offset, name.t0).filename))
             self.high = last.first_offset if not self.segments else self.segments[-1].end_offset
             return
-        _truncate(path, cut)
+        cut_tail(path, cut)
         self.high = last.first_offset + cut
 
     def summary(self) -> dict:
@@ -307,10 +308,3 @@ def _create_empty(path: str) -> None:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
 
 
-def _truncate(path: str, length: int) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.ftruncate(fd, length)
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
