@@ -17,6 +17,7 @@ COMMANDS = {
     "topics": "lance_net.commands.topics",
     "status": "lance_net.commands.status",
     "bench": "lance_net.commands.bench",
+    "chaos": "lance_net.commands.chaos",
 }
 
 
