@@ -15,11 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from lance_store.errors import LanceError
+
 START_TIMEOUT_S = 60.0
 _LISTENING = re.compile(rb"lwp: listening on \[?([^\]\s]+?)\]?:(\d+) ")
 
 
-class NodeFailed(RuntimeError):
+class NodeFailed(LanceError):
     """The spawned broker exited, or did not listen in time; the message ends with its log."""
 
 
