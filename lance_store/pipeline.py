@@ -42,6 +42,9 @@ class Completions:
         self.backend = backend
         self.loop: asyncio.AbstractEventLoop | None = None
         self.callbacks: dict[int, object] = {}
+        # Pumps of any topic that found every pooled buffer in flight wait here;
+        # each completion returns a buffer and wakes them.
+        self.buffer_waiters: list[asyncio.Event] = []
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.loop is loop:
@@ -59,6 +62,9 @@ class Completions:
             callback = self.callbacks.pop(ticket, None)
             if callback is not None:
                 callback(result)
+        waiters, self.buffer_waiters = self.buffer_waiters, []
+        for event in waiters:
+            event.set()
 
     def detach(self) -> None:
         if self.loop is not None and not self.loop.is_closed():
@@ -122,18 +128,30 @@ class AsyncAppender:
                     if not head.future.done():
                         head.future.set_result(result)
                 continue
-            self._submit_group()
+            if not self._submit_group():
+                freed = asyncio.Event()
+                self.completions.buffer_waiters.append(freed)
+                # A buffer can also come back from a blocking writer on another
+                # thread, which rings no completion: look again now and then.
+                try:
+                    await asyncio.wait_for(freed.wait(), 0.02)
+                except asyncio.TimeoutError:
+                    pass
 
-    def _submit_group(self) -> None:
-        """Fill one buffer with as many queued batches as fit, and submit it."""
+    def _submit_group(self) -> bool:
+        """Fill one buffer with as many queued batches as fit, and submit it;
+        False when no pooled buffer is free."""
         topic = self.topic
         try:
             flight = topic._build_group(self.queue, self.sync)
         except BaseException as exc:  # noqa: BLE001 - every queued batch learns why
             self._fail(exc)
-            return
+            return True
+        if flight is None:
+            return False
         self.flights.append(flight)
         self.completions.expect(flight.ticket, lambda result, f=flight: self._done(f, result))
+        return True
 
     def _done(self, flight: _Flight, result) -> None:
         topic = self.topic

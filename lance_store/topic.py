@@ -300,7 +300,9 @@ class Topic:
         from .pipeline import _Flight
         with self._lock:
             self._check_writable()
-            g = self._writer.begin()
+            g = self._writer.begin(block=False)
+            if g is None:
+                return None          # every buffer is in flight: wait for a completion
             cursor = self._next
             pending, waiters = [], []
             try:

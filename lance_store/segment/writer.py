@@ -87,9 +87,12 @@ class SegmentWriter:
 
     # -- groups ----------------------------------------------------------------------
 
-    def begin(self) -> GroupBuffer:
-        """A pooled buffer for the next group (waits while every buffer is on loan)."""
-        buf = self.pool.take()
+    def begin(self, *, block: bool = True) -> GroupBuffer | None:
+        """A pooled buffer for the next group (waits while every buffer is on
+        loan; with block=False returns None instead)."""
+        buf = self.pool.take(block=block)
+        if buf is None:
+            return None
         if not self.direct:
             return GroupBuffer(buf, 0, self.data_len)
         g = GroupBuffer(buf, len(self._tail), self.data_len - len(self._tail))

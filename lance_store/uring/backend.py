@@ -118,9 +118,14 @@ class BufferPool:
         self._all = list(self._free)
         self._cond = threading.Condition()
 
-    def take(self) -> mmap.mmap:
+    def take(self, *, block: bool = True) -> mmap.mmap | None:
+        """A free buffer; waits for one, or with block=False returns None (an
+        event loop must never wait here: the buffer it waits for comes back
+        through a completion that loop itself has to process)."""
         with self._cond:
             while not self._free:
+                if not block:
+                    return None
                 self._cond.wait()
             return self._free.pop()
 

@@ -68,3 +68,23 @@ def test_a_bad_batch_fails_alone(tmp_path, config):
             assert ok.offset == 0
 
     asyncio.run(main())
+
+
+def test_more_topics_in_flight_than_pooled_buffers(tmp_path, config):
+    """Every topic keeps groups in flight; when the shared pool runs dry a pump
+    waits for a completion instead of blocking the event loop."""
+    small_pool = StoreConfig(backend=config.backend, buffer_count=2, buffer_size=16 << 10)
+
+    async def main():
+        with lance_store.open(tmp_path / "d", create=True, config=small_pool) as store:
+            topics = [store.create_topic(f"t{i}") for i in range(6)]
+            values = [os.urandom(3000)] * 2
+            results = await asyncio.wait_for(asyncio.gather(
+                *[t.append_async(values) for _ in range(40) for t in topics]), timeout=60)
+            assert len(results) == 240
+            return [t.high_watermark for t in topics]
+
+    highs = asyncio.run(main())
+    with lance_store.open(tmp_path / "d", readonly=True) as store:
+        assert [store.topic(f"t{i}").high_watermark for i in range(6)] == highs
+        assert all(len(list(store.topic(f"t{i}").records())) == 80 for i in range(6))
