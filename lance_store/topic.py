@@ -27,7 +27,7 @@ from .segment.header import BATCH_OVERHEAD, BatchHeader, encode_batch
 from .segment.reader import (BatchView, locate, map_readonly, read_batches, read_unit,
                              scan_records_windowed,
                              scan_segment, split_batches)
-from .segment.writer import SegmentWriter
+from .segment.writer import SegmentWriter, give_back
 from .sortkey import HybridClock, SortKey
 
 log = logging.getLogger("lance_store.topic")
@@ -290,10 +290,8 @@ class Topic:
         return self.store.pool.size - 4096
 
     def release_group(self, g) -> None:
-        if self._writer is not None:
-            self._writer.release(g)
-        else:
-            self.store.pool.give(g.buf) if g.buf is not None else None
+        """A confirmed group's buffer goes back (the writer may be gone by then)."""
+        give_back(self.store.pool, g)
 
     def _build_group(self, queue, sync: bool):
         """Fill one group buffer from the head of `queue` and submit it (event loop)."""

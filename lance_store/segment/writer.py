@@ -69,6 +69,14 @@ class GroupBuffer:
         self.fill += n
 
 
+def give_back(pool: BufferPool, g: GroupBuffer) -> None:
+    """Return a group's buffer to the pool (once, however often it is called)."""
+    if g.buf is not None:
+        g.view.release()
+        pool.give(g.buf)
+        g.buf = None
+
+
 class SegmentWriter:
     def __init__(self, path, data_len: int, backend: WriteBackend, pool: BufferPool,
                  *, create: bool = False):
@@ -100,11 +108,7 @@ class SegmentWriter:
         return g
 
     def release(self, g: GroupBuffer) -> None:
-        """Give the buffer back to the pool (once, however often it is called)."""
-        if g.buf is not None:
-            g.view.release()
-            self.pool.give(g.buf)
-            g.buf = None
+        give_back(self.pool, g)
 
     def commit(self, g: GroupBuffer, *, sync: bool) -> int:
         """Write the group (one request) and return the new data length; the
