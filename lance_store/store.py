@@ -171,6 +171,15 @@ class Store:
             fsutil.write_json(os.path.join(self.path, NODE_FILE), self.node)
             return value
 
+    def _assign_id(self, topic_id: int) -> None:
+        if topic_id <= 0:
+            raise ValueError(f"topic id {topic_id}: ids start at 1")
+        if any(t.id == topic_id for t in self._topics.values()):
+            raise TopicExistsError(f"topic id {topic_id} is already in use")
+        if topic_id >= int(self.node.get("next_topic_id", 1)):
+            self.node["next_topic_id"] = topic_id + 1
+            fsutil.write_json(os.path.join(self.path, NODE_FILE), self.node)
+
     def new_producer_id(self) -> int:
         self._check_writable()
         return self._advance("next_producer_id")
@@ -234,17 +243,24 @@ class Store:
             raise ReadOnlyError(f"{self.path} is open read-only")
 
     def create_topic(self, name: str, retention: Retention | dict | None = None, *,
-                     exist_ok: bool = False) -> Topic:
+                     exist_ok: bool = False, topic_id: int | None = None) -> Topic:
+        """Create a topic. Its id comes from node.json's counter, or is `topic_id`
+        when a cluster (etcd) assigned it; node.json's counter then moves past it,
+        so ids stay unique on this node either way."""
         check_topic_name(name)
         self._check_writable()
         with self._lock:
             if name in self._topics:
-                if exist_ok:
+                if exist_ok and topic_id in (None, self._topics[name].id):
                     return self._topics[name]
-                raise TopicExistsError(f"topic {name!r} already exists")
+                raise TopicExistsError(f"topic {name!r} already exists"
+                                       f" (id {self._topics[name].id})")
             if isinstance(retention, dict):
                 retention = Retention(int(retention.get("max_age_secs", 0)), int(retention.get("max_bytes", 0)))
-            topic_id = self._advance("next_topic_id")
+            if topic_id is None:
+                topic_id = self._advance("next_topic_id")
+            else:
+                self._assign_id(topic_id)
             meta = {"format": FORMAT_VERSION, "id": topic_id, "name": name,
                     "created_at": int(time.time()), "topic_epoch": 1,
                     "retention": (retention or Retention()).as_dict()}

@@ -187,3 +187,18 @@ def test_producer_sequences_survive_a_restart(store, tmp_path):
     with lance_store.open(tmp_path / "data") as s2:
         assert s2.topic("t").producer_last_seq(pid) == 2
         assert s2.new_producer_id() > pid
+
+
+def test_a_cluster_assigned_topic_id_is_kept_and_never_reused(store, tmp_path):
+    a = store.create_topic("assigned", topic_id=42)
+    assert a.id == 42
+    b = store.create_topic("local")
+    assert b.id == 43                              # the node's counter moved past it
+    with pytest.raises(lance_store.TopicExistsError, match="id 42"):
+        store.create_topic("other", topic_id=42)
+    with pytest.raises(lance_store.TopicExistsError):
+        store.create_topic("assigned", exist_ok=True, topic_id=7)
+    assert store.create_topic("assigned", exist_ok=True, topic_id=42) is a
+    store.close()
+    with lance_store.open(tmp_path / "data") as s2:
+        assert s2.topic("assigned").id == 42 and s2.create_topic("later").id == 44
