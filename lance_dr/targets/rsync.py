@@ -10,6 +10,8 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable
 
 from ..errors import ObjectMissing, SourceChanged, TargetError
@@ -149,6 +151,23 @@ class RsyncTarget(Target):
                 "--no-inc-recursive"]
         if bwlimit:
             args.append(f"--bwlimit={max(1, bwlimit // 1024)}")
+        lanes = _lanes(items) if self.fsync and not bwlimit else [items]
+        if len(lanes) == 1:
+            self._send_lane(lanes[0], args, progress)
+            return
+        # Two rsyncs at once: while one receiver fsyncs a finished file, the
+        # other keeps the transfer going, so durability costs less time.
+        lock = threading.Lock()
+
+        def shared(n: int) -> None:
+            with lock:
+                progress(n)
+
+        with ThreadPoolExecutor(len(lanes), thread_name_prefix="lance-dr-rsync") as pool:
+            for done in [pool.submit(self._send_lane, lane, args, shared) for lane in lanes]:
+                done.result()
+
+    def _send_lane(self, items: list[Upload], args: list[str], progress: Progress) -> None:
         with tempfile.TemporaryDirectory(prefix="lance-dr-stage-") as stage:
             for item in items:
                 _stage(stage, item)
@@ -187,6 +206,23 @@ class RsyncTarget(Target):
                 os.makedirs(os.path.join(src, os.path.dirname(p)), exist_ok=True)
             self._run(["-r", "--delete", f"--filter=merge {rules}", os.path.join(empty, "src") + "/",
                        self._remote()], what="delete")
+
+
+# Below this many bytes a second rsync process costs more than it hides.
+PARALLEL_BYTES = 64 << 20
+
+
+def _lanes(items: list[Upload]) -> list[list[Upload]]:
+    """Split a large upload in two lanes of about equal bytes (largest first)."""
+    if len(items) < 2 or sum(i.length - i.keep for i in items) < PARALLEL_BYTES:
+        return [items]
+    lanes: list[list[Upload]] = [[], []]
+    loads = [0, 0]
+    for item in sorted(items, key=lambda i: i.length - i.keep, reverse=True):
+        k = loads.index(min(loads))
+        lanes[k].append(item)
+        loads[k] += item.length - item.keep
+    return [lane for lane in lanes if lane]
 
 
 class _Scaled:
