@@ -68,3 +68,32 @@ class ReceiveBuffer:
     def tail(self) -> bytes:
         """Every live byte, copied."""
         return bytes(self.data[self.start:self.end])
+
+
+class StreamInput:
+    """What every sans-IO decoder does with received bytes: buffer them, note
+    the peer's end of stream, and keep failing once a fatal error was raised."""
+
+    # Raised when bytes arrive after the peer's end of stream.
+    after_eof_error: type[Exception] = RuntimeError
+
+    def __init__(self) -> None:
+        self._buffer = ReceiveBuffer()
+        self._eof = False
+        self._error: Exception | None = None
+
+    @property
+    def failed(self) -> Exception | None:
+        """The fatal error that ended the stream, if one did."""
+        return self._error
+
+    def receive_data(self, data: Buffer) -> None:
+        """Buffer bytes read from the peer; b"" means the peer closed its side."""
+        if self._error is not None:
+            raise self._error
+        if not data:
+            self._eof = True
+            return
+        if self._eof:
+            raise self.after_eof_error("receive_data() after the end of the stream")
+        self._buffer.append(data)

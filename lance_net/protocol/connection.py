@@ -33,7 +33,7 @@ from .commands import (
     Ingest, InvalidCommand, Keepalive, UnsupportedFrame, command_name, decode_command,
     encode_command,
 )
-from .buffer import ReceiveBuffer
+from .buffer import StreamInput
 from .compression import decompress_block
 from .errors import (
     CompressionError, ConnectionStateError, PayloadChecksumMismatch, PayloadTooLarge,
@@ -66,8 +66,10 @@ _SENDS = {
 }
 
 
-class Connection:
+class Connection(StreamInput):
     """One end of an LWP connection, driven by whoever owns the socket."""
+
+    after_eof_error = ConnectionStateError
 
     def __init__(self, role: Role, dialect: Dialect | None = None,
                  max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE):
@@ -80,10 +82,8 @@ class Connection:
         self._accepts = REQUEST_CODES if role is Role.SERVER else REPLY_CODES
         self._peer = "client" if role is Role.SERVER else "server"
         self._sends = _SENDS[role]
-        self._buffer = ReceiveBuffer()
+        StreamInput.__init__(self)
         self._header: FrameHeader | None = None  # checked header of the frame being received
-        self._eof = False
-        self._error: ProtocolError | None = None
 
     # ------------------------------------------------------------ state
 
@@ -93,27 +93,11 @@ class Connection:
         return self._dialect
 
     @property
-    def failed(self) -> ProtocolError | None:
-        """The fatal error that ended the connection, if one did."""
-        return self._error
-
-    @property
     def trailing_data(self) -> bytes:
         """Received bytes not yet turned into events (after a BadMagic: the peer's whole stream)."""
         return self._buffer.tail()
 
     # ------------------------------------------------------------ receiving
-
-    def receive_data(self, data: Buffer) -> None:
-        """Buffer bytes read from the peer; b"" means the peer closed its side."""
-        if self._error is not None:
-            raise self._error
-        if not data:
-            self._eof = True
-            return
-        if self._eof:
-            raise ConnectionStateError("receive_data() after the end of the stream")
-        self._buffer.append(data)
 
     def next_event(self) -> Event | _NeedData:
         """The next event in the received bytes, or NEED_DATA; ProtocolError when fatal."""

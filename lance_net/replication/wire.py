@@ -23,7 +23,7 @@ import crc32c
 
 from lance_store.segment import naming
 
-from ..protocol.buffer import ReceiveBuffer
+from ..protocol.buffer import StreamInput
 
 MAGIC = b"LNCR"
 VERSION = 1
@@ -171,28 +171,8 @@ def encode_reply(reply: FollowerReply) -> bytes:
 
 # -- decoding ---------------------------------------------------------------------------------
 
-class _Decoder:
-    """Shared stream handling: the buffer, end of stream, and the sticky fatal error."""
-
-    def __init__(self) -> None:
-        self._buffer = ReceiveBuffer()
-        self._eof = False
-        self._error: ReplicationProtocolError | None = None
-
-    @property
-    def failed(self) -> ReplicationProtocolError | None:
-        return self._error
-
-    def receive_data(self, data) -> None:
-        """Buffer bytes read from the peer; b"" means the peer closed its side."""
-        if self._error is not None:
-            raise self._error
-        if not data:
-            self._eof = True
-            return
-        if self._eof:
-            raise RuntimeError("receive_data() after the end of the stream")
-        self._buffer.append(data)
+class _Decoder(StreamInput):
+    """Stream handling (buffer, end of stream, sticky error) plus this format's failures."""
 
     def _fail(self, field: str, expected, found) -> ReplicationProtocolError:
         self._error = ReplicationProtocolError(field, expected, found, offset=self._buffer.consumed)
