@@ -54,9 +54,14 @@ class SegmentScan:
 
 
 def map_readonly(path, length: int | None = None):
-    """A read-only shared map of the file, or None for an empty file."""
+    """A read-only shared map of (at most `length` bytes of) the file, or None
+    for an empty file. The map is never longer than the file is now: a writer
+    may have cut an active segment's zero padding (at seal) since `length` was
+    taken, and reading the bytes that remain is what a read-only opener wants."""
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size if length is None else length
+        size = os.fstat(f.fileno()).st_size
+        if length is not None:
+            size = min(size, length)
         if size == 0:
             return None
         return mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
@@ -125,10 +130,10 @@ def scan_segment(path, base: int, *, length: int | None = None, window: int = WI
     With `check_records`, every batch's records must also frame exactly (verify).
     """
     path = os.fspath(path)
-    size = os.path.getsize(path) if length is None else length
-    mm = map_readonly(path, size)
+    mm = map_readonly(path, length)
     if mm is None:
         return SegmentScan(path, base, 0, 0, _concat([], base, 0, 0, None))
+    size = len(mm)
     parts, error, padding, records = [], None, 0, 0
     pos, win, reported = 0, window, 0
     try:
