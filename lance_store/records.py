@@ -193,7 +193,3 @@ def iter_tlv(buf, start: int = 0, end: int | None = None) -> Iterator[tuple[int,
             )
         yield pos, rtype, ext, vpos, n
         pos = vpos + n
-
-
-def as_records(values: Iterable[bytes], rtype: int = RAW) -> list[tuple[int, bytes]]:
-    return [(rtype, v) for v in values]

@@ -313,7 +313,3 @@ def split_batches(data: bytes) -> list[BatchView]:
             out.append(BatchView(BatchHeader.unpack(data, pos), data[pos:pos + size]))
         pos += size
     return out
-
-
-def batch_offsets(scan: SegmentScan) -> np.ndarray:
-    return scan.batches.base_offset
