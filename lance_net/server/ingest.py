@@ -68,8 +68,11 @@ class GroupCommitter:
     """The ingest queue of one topic."""
 
     def __init__(self, topic: Topic, metrics, on_durable: Callable[[Topic], None],
-                 backpressure_bytes: int):
+                 backpressure_bytes: int, gate: Callable | None = None):
         self.topic = topic
+        # L3: durable here is not yet acknowledgeable; the gate settles each ticket once a
+        # majority holds its batch (gate(topic, [(ticket, next_offset), ...])).
+        self._gate = gate
         self.queued_bytes = 0
         self.high_mark = backpressure_bytes
         self._loop = asyncio.get_running_loop()
@@ -177,10 +180,18 @@ class GroupCommitter:
             message = f"write failed: {error}"
             log.error("topic %s: %s", self.topic.name, message)
             metrics.write_failures.inc()
+            self._on_durable(self.topic)
+            durable = []
             for (_, ticket), outcome in zip(group, outcomes):
                 # Batches before the failure in log order are durable: ack them.
-                ticket.settle(message if isinstance(outcome, BaseException) else None)
-            self._on_durable(self.topic)
+                if isinstance(outcome, BaseException):
+                    ticket.settle(message)
+                elif self._gate is None:
+                    ticket.settle(None)
+                else:
+                    durable.append((ticket, outcome))
+            if durable:
+                self._settle_durable(durable)
         else:
             now = time.perf_counter()
             seconds = now - started
@@ -195,12 +206,20 @@ class GroupCommitter:
             observe = metrics.batch_latency_seconds.observe
             for _, ticket in group:
                 observe(now - ticket.received)
-                ticket.settle(None)
             self._on_durable(self.topic)
+            self._settle_durable([(ticket, outcome) for (_, ticket), outcome in zip(group, outcomes)])
         if self._queue and not self._halted:
             self._start()
         else:
             self._check_idle()
+
+    def _settle_durable(self, durable: list) -> None:
+        """Acknowledge durable batches now, or hand them to the gate (L3)."""
+        if self._gate is None:
+            for ticket, _ in durable:
+                ticket.settle(None)
+        else:
+            self._gate(self.topic, [(ticket, outcome.next_offset) for ticket, outcome in durable])
 
     def _release_held(self) -> None:
         held, self._held = self._held, set()
