@@ -20,6 +20,8 @@ if os.path.exists("/usr/include/liburing.h") and os.path.exists(
 
 # The TLV encoder uses the CPython API directly: it walks a list of bytes
 # objects, which cffi cannot do without a Python-level loop.
-EXTENSIONS = [Extension("lance_store._native._encode", ["lance_store/_native/encode.c"])]
+EXTENSIONS = [Extension("lance_store._native._encode",
+                        ["lance_store/_native/encode.c", "lance_store/_native/crc32c.c"],
+                        extra_compile_args=["-O3"])]
 
 setup(cffi_modules=CFFI_MODULES, ext_modules=EXTENSIONS)

@@ -11,16 +11,13 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
+from .groupfill import Queued
 from .segment.header import BATCH_OVERHEAD
 
 MAX_IN_FLIGHT = 2
-
-
-@dataclass(slots=True)
-class _Queued:
-    item: object                    # BatchSpec or _Values
-    size: int                       # payload bytes
-    future: asyncio.Future
+_new_tuple = tuple.__new__
+# A confirmed group with at least this many waiting appends wakes them in two halves.
+SPLIT_AT = 8
 
 
 @dataclass(slots=True)
@@ -80,7 +77,7 @@ class AsyncAppender:
         self.completions = completions
         self.sync = sync
         self.max_in_flight = max_in_flight
-        self.queue: deque[_Queued] = deque()
+        self.queue: deque[Queued] = deque()
         self.flights: deque[_Flight] = deque()
         self._wake: asyncio.Event | None = None
         self._pump: asyncio.Task | None = None
@@ -89,15 +86,20 @@ class AsyncAppender:
     def busy(self) -> bool:
         return bool(self.queue or self.flights)
 
-    def enqueue(self, item, size: int) -> asyncio.Future:
+    def enqueue(self, size: int, data, rtype: int, count: int, timestamp_ns: int | None,
+                producer_id: int, producer_seq: int) -> asyncio.Future:
+        """Queue a batch (`data`/`rtype` as groupfill.Queued reads them)."""
         loop = asyncio.get_running_loop()
-        self.completions.attach(loop)
+        if self.completions.loop is not loop:
+            self.completions.attach(loop)
         future = loop.create_future()
-        self.queue.append(_Queued(item, size, future))
+        # tuple.__new__ skips the NamedTuple's Python-level constructor.
+        self.queue.append(_new_tuple(Queued, (size, future, data, rtype, count, timestamp_ns,
+                                              producer_id, producer_seq)))
         if self._pump is None or self._pump.done():
             self._wake = asyncio.Event()
             self._pump = loop.create_task(self._run())
-        else:
+        elif not self._wake.is_set():
             self._wake.set()
         return future
 
@@ -120,7 +122,7 @@ class AsyncAppender:
                 self.queue.popleft()
                 try:
                     result = await asyncio.get_running_loop().run_in_executor(
-                        None, lambda: topic._append([head.item], sync=self.sync)[0])
+                        None, lambda: topic.append_queued(head, sync=self.sync))
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller
                     if not head.future.done():
                         head.future.set_exception(exc)
@@ -167,11 +169,30 @@ class AsyncAppender:
             return
         with topic._lock:
             topic._publish(flight.pending, flight.end)
-        for future, res in flight.waiters:
+        waiters = flight.waiters
+        # Writers woken by this group append again at once. Submitting the first
+        # half of them before the rest have run splits them over both groups in
+        # flight, so one group's Python work overlaps the other's sync.
+        half = len(waiters) // 2 if len(waiters) >= SPLIT_AT else 0
+        for future, res in waiters[:half]:
+            if not future.done():
+                future.set_result(res)
+        if half:
+            asyncio.get_running_loop().call_soon(self._submit_early)
+        for future, res in waiters[half:]:
             if not future.done():
                 future.set_result(res)
         if self._wake is not None:
             self._wake.set()
+
+    def _submit_early(self) -> None:
+        """Submit what is queued now if a group may go in flight (else the pump will)."""
+        if not self.queue or len(self.flights) >= self.max_in_flight:
+            return
+        size = BATCH_OVERHEAD + self.queue[0].size
+        if self.topic.needs_rotation(size) or size > self.topic.group_room():
+            return
+        self._submit_group()
 
     def _fail(self, exc: BaseException, flight: _Flight | None = None) -> None:
         """A failed group fails itself, every later group and everything queued.

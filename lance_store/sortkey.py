@@ -78,6 +78,11 @@ class HybridClock:
                 # callers observe batches oldest first.
                 self.sequence = nxt & SEQ_MASK
 
+    @property
+    def key_prefix(self) -> int:
+        """key_low's node and actor bits; a stamp adds the sequence."""
+        return pack_low(self.node_id, self.actor_id, 0)
+
     def stamp(self, record_count: int, timestamp_ns: int | None = None) -> tuple[int, int]:
         wall = time.time_ns() if timestamp_ns is None else timestamp_ns
         with self._lock:

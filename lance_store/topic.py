@@ -20,6 +20,7 @@ import numpy as np
 from . import fsutil, scanner
 from . import index as sparse_index
 from .errors import CorruptionError, OffsetError, ReadOnlyError, WriteFailedError
+from .groupfill import fill_group
 from .records import HEADER_LEN, RAW, Record, encode, encode_into, encode_uniform, encoded_size, padding
 from .recovery import SegmentFile, TopicState, cut_tail, older_producers, recover_topic
 from .segment import naming
@@ -255,6 +256,18 @@ class Topic:
         returning a future, because a coroutine frame per batch costs more than
         the rest of the queueing.
         """
+        appender = self._async
+        if (appender is not None and not self._failed and record_type <= 0xFC and records
+                and not isinstance(records[0], tuple)):
+            # The common case, kept lean: plain values of one type onto a
+            # running pipeline (one exists only for a writable topic without WAL).
+            try:
+                size = encoded_size(records)
+            except TypeError:
+                pass
+            else:
+                return appender.enqueue(size, records, record_type, len(records), timestamp_ns,
+                                        producer_id, producer_seq)
         return self._enqueue(_Values(records, record_type, timestamp_ns, producer_id, producer_seq))
 
     async def append_encoded_async(self, spec: BatchSpec) -> AppendResult:
@@ -277,7 +290,23 @@ class Topic:
             from .pipeline import AsyncAppender
             self._async = AsyncAppender(self, self.store.completions,
                                         sync=self.config.durability != "async")
-        return self._async.enqueue(item, size)
+        if isinstance(item, BatchSpec):
+            data, rtype, count = item.payload, -1, item.record_count
+        elif item.encoded is not None:
+            data, rtype, count = item.encoded, -1, len(item.values)
+        else:
+            data, rtype, count = item.values, item.record_type, len(item.values)
+        return self._async.enqueue(size, data, rtype, count, item.timestamp_ns,
+                                   item.producer_id, item.producer_seq)
+
+    def append_queued(self, q, *, sync: bool) -> AppendResult:
+        """A batch from the asyncio queue through the blocking path (the pump's
+        way for a batch that seals the segment or outgrows a group buffer)."""
+        if q.rtype < 0:
+            item = BatchSpec(q.data, q.count, q.timestamp_ns, q.producer_id, q.producer_seq)
+        else:
+            item = _Values(q.data, q.rtype, q.timestamp_ns, q.producer_id, q.producer_seq)
+        return self._append([item], sync=sync)[0]
 
     async def drain(self) -> None:
         """Wait for every asyncio append of this topic to be confirmed."""
@@ -304,26 +333,14 @@ class Topic:
             g = self._writer.begin(block=False)
             if g is None:
                 return None          # every buffer is in flight: wait for a completion
-            cursor = self._next
-            pending, waiters = [], []
+            clock = self.clock
+            waiters: list = []
             try:
-                while queue:
-                    q = queue[0]
-                    size = BATCH_OVERHEAD + q.size
-                    # The pump checked the head; later batches join while they fit.
-                    if pending and (size > g.room or cursor - self.active.name.base + size
-                                    > self.config.segment_max_bytes):
-                        break
-                    queue.popleft()
-                    it = q.item
-                    count = it.record_count if isinstance(it, BatchSpec) else len(it.values)
-                    ts, low = self.clock.stamp(count, it.timestamp_ns)
-                    hdr = self._encode_into(g, it, q.size, count, cursor, ts, low)
-                    pending.append((cursor, ts, low))
-                    if hdr.producer_id:
-                        self.producers[hdr.producer_id] = (hdr.producer_seq, cursor)
-                    waiters.append((q.future, AppendResult(cursor, cursor + size, count, ts, low)))
-                    cursor += size
+                with clock._lock:
+                    (g.fill, cursor, clock.last_ns, clock.sequence, pending, waiters) = fill_group(
+                        queue, g.buf, g.fill, self._next,
+                        self.active.name.base + self.config.segment_max_bytes, time.time_ns(),
+                        clock.last_ns, clock.sequence, clock.key_prefix, self.producers, AppendResult)
                 batches_end = cursor
                 if queue:
                     # More groups follow at once: end this one on a block boundary
@@ -332,6 +349,8 @@ class Topic:
                     cursor += self._pad_to_block(g)
                 ticket = self._writer.submit(g, sync=sync)
             except BaseException as exc:
+                # fill_group leaves the queue whole when it fails (the appender
+                # then fails every queued batch); batches it took learn it here.
                 self._writer.release(g)
                 for future, _ in waiters:
                     future.set_exception(exc)
@@ -494,8 +513,7 @@ class Topic:
     def _publish(self, pending: list, cursor: int) -> None:
         """Batches became durable: index them and move the high watermark."""
         seg = self.active
-        for off, ts, low in pending:
-            seg.index.note_batch(off, ts, low)
+        seg.index.note_batches(pending)
         seg.size = cursor - seg.name.base
         self._high = cursor
         self._next = max(self._next, cursor)

@@ -19,6 +19,8 @@ ffi.cdef(_read("scan.h"))
 ffi.set_source(
     "lance_store._native._scan",
     _read("scan.c"),
+    # Relative to the project root, where setup.py (and `python -m` of this file) runs.
+    sources=["lance_store/_native/crc32c.c"],
     include_dirs=[HERE],
     extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
 )
@@ -29,5 +31,5 @@ if __name__ == "__main__":
     ffi.compile(tmpdir=os.path.dirname(os.path.dirname(HERE)), verbose=False)
     # The object file is a by-product of an in-place build; only the .so is used.
     for name in os.listdir(HERE):
-        if name.startswith("_scan") and name.endswith(".o"):
+        if name.endswith(".o"):
             os.remove(os.path.join(HERE, name))

@@ -5,12 +5,16 @@ tmp-fsync-rename dance exists once.
 """
 from __future__ import annotations
 
+import bisect
+import operator
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import fsutil
+
+_OFFSET = operator.itemgetter(0)
 
 ENTRY_DTYPE = np.dtype([("ts", "<u8"), ("key", "<u8"), ("offset", "<u8")])
 ENTRY_SIZE = ENTRY_DTYPE.itemsize  # 24
@@ -82,11 +86,16 @@ class SparseIndex:
             return self._pending[-1][2]
         return int(self.entries["offset"][-1]) if len(self.entries) else None
 
-    def note_batch(self, offset: int, ts: int, key: int) -> None:
-        """Called for every batch appended to the active segment."""
+    def note_batches(self, batches: list[tuple[int, int, int]]) -> None:
+        """Batches appended to the active segment, as (offset, ts, key) oldest first.
+        A batch gets an entry when it starts `interval` bytes past the last entry; a
+        bisection finds each such batch, so the cost follows entries, not batches."""
         last = self.last_offset()
-        if last is None or offset >= last + self.interval:
+        i = 0 if last is None else bisect.bisect_left(batches, last + self.interval, key=_OFFSET)
+        while i < len(batches):
+            offset, ts, key = batches[i]
             self._pending.append((ts, key, offset))
+            i = bisect.bisect_left(batches, offset + self.interval, lo=i + 1, key=_OFFSET)
 
     def floor_offset(self, offset: int) -> int | None:
         """The indexed batch start at or before `offset`, or None."""
