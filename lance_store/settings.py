@@ -35,6 +35,7 @@ DEFAULTS: dict = {
         "etcd": ["http://127.0.0.1:2379"],
         "cluster": "lance",
         "advertise": "127.0.0.1:1992",
+        "members": [],
         "lease_ttl_s": 5,
         "lease_margin_ms": 500,
     },

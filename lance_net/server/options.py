@@ -59,6 +59,54 @@ class TlsFiles:
 
 
 @dataclass(frozen=True)
+class Replication:
+    """The [replication] section: standalone (l1), or one member of an L3 cluster."""
+
+    mode: str = "l1"
+    etcd: tuple[str, ...] = ()
+    cluster: str = "lance"
+    members: tuple[int, ...] = ()      # every node id of the cluster, this one included
+    lease_ttl_s: int = 5
+    lease_margin_ms: int = 500
+
+    @property
+    def clustered(self) -> bool:
+        return self.mode == "l3"
+
+
+def replication_options(rep: dict, node_id: int, advertise: str) -> Replication:
+    mode = rep["mode"]
+    if mode not in ("l1", "l3"):
+        raise ConfigError(f"replication.mode: expected 'l1' (standalone) or 'l3' (cluster), "
+                          f"found {mode!r}")
+    etcd = rep["etcd"]
+    etcd = (etcd,) if isinstance(etcd, str) else tuple(etcd)
+    members = tuple(rep["members"])
+    out = Replication(mode, etcd, rep["cluster"], members, int(rep["lease_ttl_s"]),
+                      int(rep["lease_margin_ms"]))
+    if mode == "l1":
+        return out
+    if not etcd or not all(isinstance(e, str) and e for e in etcd):
+        raise ConfigError(f"replication.etcd: expected one or more etcd URLs, found {rep['etcd']!r}")
+    if not out.cluster or "/" in out.cluster:
+        raise ConfigError(f"replication.cluster: expected a name without '/', found {out.cluster!r}")
+    if not all(isinstance(m, int) and 0 <= m <= 0xFFFF for m in members) or \
+            len(set(members)) != len(members):
+        raise ConfigError(f"replication.members: expected distinct node ids, found {list(members)!r}")
+    if node_id not in members:
+        raise ConfigError(f"replication.members: expected this node's id {node_id} among them, "
+                          f"found {list(members)!r}")
+    if out.lease_margin_ms < 500:
+        raise ConfigError(f"replication.lease_margin_ms: expected at least 500, "
+                          f"found {out.lease_margin_ms}")
+    if out.lease_ttl_s * 1000 <= out.lease_margin_ms:
+        raise ConfigError(f"replication.lease_ttl_s: expected more than the margin "
+                          f"({out.lease_margin_ms} ms), found {out.lease_ttl_s} s")
+    parse_address(advertise, "replication.advertise", DEFAULT_LWP_PORT)
+    return out
+
+
+@dataclass(frozen=True)
 class ServerOptions:
     data_dir: str
     node_id: int = 1
@@ -76,6 +124,7 @@ class ServerOptions:
     tls: TlsFiles = field(default_factory=TlsFiles)
     auth: dict = field(default_factory=dict)       # the [auth] section, read by server.auth
     config_dir: str = "."                          # relative paths in the config are from here
+    replication: Replication = field(default_factory=Replication)
 
     @classmethod
     def from_settings(cls, cfg: dict, *, data_dir: str | None = None, listen: str | None = None,
@@ -89,10 +138,8 @@ class ServerOptions:
             parse_address(http_text, "network.http", DEFAULT_HTTP_PORT)
         listen_addr = parse_address(net["listen"] if listen is None else listen,
                                     "network.listen", DEFAULT_LWP_PORT)
-        mode = cfg["replication"]["mode"]
-        if mode != "l1":
-            raise ConfigError(f"replication.mode: this broker serves 'l1' (standalone), "
-                              f"found {mode!r}")
+        node = int(cfg["node"]["id"] if node_id is None else node_id)
+        replication = replication_options(cfg["replication"], node, cfg["replication"]["advertise"])
         positive = {"network.max_payload_size": net["max_payload_size"],
                     "network.idle_timeout_s": net["idle_timeout_s"],
                     "network.drain_timeout_s": net["drain_timeout_s"],
@@ -118,7 +165,7 @@ class ServerOptions:
             raise ConfigError(f"io: {exc}") from None
         return cls(
             data_dir=os.path.abspath(data_dir or _path(cfg["node"]["data_dir"], config_dir)),
-            node_id=int(cfg["node"]["id"] if node_id is None else node_id),
+            node_id=node,
             listen=listen_addr,
             http=http_addr,
             advertise=cfg["replication"]["advertise"],
@@ -133,6 +180,7 @@ class ServerOptions:
             tls=files,
             auth=dict(cfg["auth"]),
             config_dir=config_dir,
+            replication=replication,
         )
 
 

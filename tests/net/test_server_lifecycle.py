@@ -32,11 +32,12 @@ def test_print_config_prints_the_defaults():
 
 @pytest.mark.parametrize("args, toml, message", [
     (["--listen", "127.0.0.1:99999"], "", "network.listen: expected a port in 0..65535"),
-    ([], '[replication]\nmode = "l3"\n', "replication.mode: this broker serves 'l1'"),
+    ([], '[replication]\nmode = "l2"\n', "replication.mode: expected 'l1' (standalone) or 'l3'"),
+    ([], '[replication]\nmode = "l3"\n', "replication.members: expected this node's id 1"),
     ([], "[network]\nidle_timeout_s = 0\n", "network.idle_timeout_s: expected a positive"),
     ([], '[tls]\ncert = "server.pem"\n', "tls: cert and key go together"),
     ([], "[network]\nlisten_port = 1\n", "unknown setting [network] listen_port"),
-], ids=["port", "mode", "timeout", "tls", "unknown-key"])
+], ids=["port", "mode", "members", "timeout", "tls", "unknown-key"])
 def test_bad_settings_stop_startup_with_exit_2(tmp_path, args, toml, message):
     config = tmp_path / "lance.toml"
     config.write_text(toml)
