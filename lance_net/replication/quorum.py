@@ -12,7 +12,11 @@ Rules:
    only past the leader's own epoch start: a majority must hold a byte this leader wrote,
    so that a majority records its epoch (Raft's rule of committing by counting only
    entries of the current term; without it, bytes of an older epoch counted on a majority
-   could still be replaced by a node whose last epoch is higher).
+   could still be replaced by a node whose last epoch is higher). The leader's epoch start
+   itself is committed once a majority has recorded the epoch there (`record_epoch`): a
+   future leader must then be at least as up to date as one of them, so it holds every byte
+   below that start, and a leader that has nothing to write yet still commits its
+   predecessors' bytes.
 3. A slow follower may be evicted from the in-sync set (the leader stops streaming live
    writes to it and catches it up from disk instead) only while the members left in sync
    still number at least `required`; it rejoins when it confirms the committed offset
@@ -109,13 +113,28 @@ class QuorumTracker:
         self.leader_durable = max(committed, epoch_start)
         self.confirmed: dict[int, int] = {n: 0 for n in self.members if n != leader_id}
         self.in_sync: set[int] = set(self.confirmed)
+        self.recorded: set[int] = {leader_id}    # members whose epochs file holds this epoch
         self.committed = committed
 
     def _recompute(self) -> int:
         candidate = committed_offset(self.leader_durable, self.confirmed, len(self.members))
-        if candidate > self.committed and candidate > self.epoch_start:
+        if candidate > self.committed and (candidate > self.epoch_start or self._start_recorded()):
             self.committed = candidate
         return self.committed
+
+    def _start_recorded(self) -> bool:
+        """Whether a majority holds the log up to the epoch start under this epoch's entry."""
+        holders = 1 + sum(1 for n in self.recorded
+                          if n != self.leader_id and self.confirmed[n] >= self.epoch_start)
+        return holders >= self.required
+
+    def record_epoch(self, node_id: int) -> int:
+        """The follower wrote this leader's epochs entry (it answered a NEW_EPOCH message)."""
+        if node_id not in self.confirmed:
+            raise KeyError(f"node {node_id} is not a follower of this topic "
+                           f"(members {sorted(self.members)})")
+        self.recorded.add(node_id)
+        return self._recompute()
 
     def leader_wrote(self, durable_offset: int) -> int:
         """The leader's own log is durable up to this offset; returns the committed offset."""

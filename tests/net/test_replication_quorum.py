@@ -89,6 +89,7 @@ class TrackerMachine(RuleBasedStateMachine):
         self.t = QuorumTracker(1, self.members, epoch_start=epoch_start)
         self.epoch_start = epoch_start
         self.durable = {m: epoch_start if m == 1 else 0 for m in self.members}
+        self.recorded = {1}
         self.required = required_copies(n)
         self.last = 0
 
@@ -105,6 +106,14 @@ class TrackerMachine(RuleBasedStateMachine):
         offset = data.draw(st.integers(self.durable[node], max(self.durable[node], self.durable[1])))
         self.durable[node] = offset
         self.t.confirm(node, offset)
+
+    @rule(data=st.data())
+    def follower_records_epoch(self, data):
+        if len(self.members) == 1:
+            return
+        node = data.draw(st.sampled_from(self.members[1:]))
+        self.recorded.add(node)
+        self.t.record_epoch(node)
 
     @rule(data=st.data())
     def evict(self, data):
@@ -135,7 +144,10 @@ class TrackerMachine(RuleBasedStateMachine):
         self.last = c
         assert self.t.required == self.required
         assert sum(d >= c for d in self.durable.values()) >= self.required or c == 0
-        assert c == 0 or c > self.epoch_start      # only past a byte of this leader's epoch
+        # only past a byte of this leader's epoch, or at its start once a majority recorded it
+        recorded_start = sum(1 for n in self.recorded if self.durable[n] >= self.epoch_start)
+        assert c == 0 or c > self.epoch_start or (c == self.epoch_start
+                                                  and recorded_start >= self.required)
 
 
 TestTracker = TrackerMachine.TestCase
@@ -163,6 +175,14 @@ def test_a_new_leader_commits_only_past_its_epoch_start():
     assert t.confirm(2, 500) == 0 and t.confirm(3, 500) == 0   # older epochs' bytes alone: no
     assert t.leader_wrote(650) == 0
     assert t.confirm(2, 650) == 650
+
+
+def test_a_recorded_epoch_start_commits_before_any_write():
+    t = QuorumTracker(1, [1, 2, 3], epoch_start=500)
+    assert t.confirm(2, 500) == 0              # holds the bytes, has not recorded the epoch
+    assert t.record_epoch(3) == 0              # recorded the epoch, holds nothing yet
+    assert t.confirm(3, 500) == 500            # leader and node 3 hold [0, 500) under epoch
+    assert t.acknowledgeable(500) and not t.acknowledgeable(501)
 
 
 def test_behind_on_lists_the_topics_a_new_leader_lacks():
