@@ -80,7 +80,7 @@ def set_retention(conn, command: SetRetention):
 
 
 async def _set_retention(conn, topic, max_age_secs: int, max_bytes: int) -> TopicResponse:
-    await conn.broker.run_admin(topic.set_retention, max_age_secs, max_bytes)
+    await conn.broker.set_retention(topic, max_age_secs, max_bytes)
     log.info("topic %s: retention max_age_secs=%d max_bytes=%d", topic.name, max_age_secs,
              max_bytes)
     return TopicResponse(topic.info())

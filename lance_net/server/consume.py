@@ -30,7 +30,7 @@ def fetch(conn, command: Fetch):
     topic = broker.topic(command.topic_id)
     conn.require(topic, READ)
     start = command.start
-    high = topic.high_watermark
+    high = broker.readable_end(topic)   # L3: the committed offset
     if start == FETCH_TAIL:
         return FetchResponse(high, 0, b"")
     if start > high:
@@ -45,17 +45,18 @@ def fetch(conn, command: Fetch):
             broker.metrics.fetch_requests.labels(topic.name).inc()
             return FetchResponse(start, 0, b"")
         return _wait_and_read(conn, topic, start, max_bytes, command.max_wait_ms / 1000)
-    return _read(conn, topic, start, max_bytes)
+    return _read(conn, topic, start, min(max_bytes, high - start))
 
 
 async def _wait_and_read(conn, topic, start: int, max_bytes: int, wait_s: float):
     broker = conn.broker
     await broker.watermarks.wait(topic.id, wait_s)
     topic = broker.topic(topic.id)  # UNKNOWN_TOPIC if it was deleted meanwhile
-    if topic.high_watermark == start:
+    high = broker.readable_end(topic)
+    if high <= start:
         broker.metrics.fetch_requests.labels(topic.name).inc()
         return FetchResponse(start, 0, b"")
-    return await _read(conn, topic, start, max_bytes)
+    return await _read(conn, topic, start, min(max_bytes, high - start))
 
 
 async def _read(conn, topic, start: int, max_bytes: int) -> FetchResponse:
@@ -74,10 +75,11 @@ async def _read(conn, topic, start: int, max_bytes: int) -> FetchResponse:
 def list_offsets(conn, command: ListOffsets):
     topic = conn.broker.topic(command.topic_id)
     conn.require(topic, READ)
+    high = conn.broker.readable_end(topic)
     if command.timestamp_ns == ListOffsets.EARLIEST:
-        return OffsetsResponse(topic.low_watermark, topic.low_watermark, topic.high_watermark)
+        return OffsetsResponse(topic.low_watermark, topic.low_watermark, high)
     if command.timestamp_ns == ListOffsets.LATEST:
-        return OffsetsResponse(topic.high_watermark, topic.low_watermark, topic.high_watermark)
+        return OffsetsResponse(high, topic.low_watermark, high)
     return _offset_for_time(conn, topic, command.timestamp_ns)
 
 

@@ -128,7 +128,7 @@ async def _bind(conn, topic, producer_id: int) -> ProducerResponse:
     """Bind the producer (a new one for id 0) to this connection for the topic."""
     broker = conn.broker
     if not producer_id:
-        producer_id = await broker.run_admin(broker.store.new_producer_id)
+        producer_id = await broker.new_producer_id()
         log.info("%s: new producer %d on topic %s", conn.peer, producer_id, topic.name)
     sequence = broker.producers.get(topic.id, producer_id)
     if sequence is None:
