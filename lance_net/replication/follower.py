@@ -21,6 +21,8 @@ Rules:
    point of the two epochs files (`epochs.divergence_point`). Only the active segment can
    be cut; a divergence inside a sealed segment needs a full resync of the topic.
 6. Replies are sent after the bytes are durable: `apply()` returns once they are.
+7. A heartbeat for topic 0 (no topic has that id) only says the stream is alive: it is
+   answered OK, so a leader of no topics still shows its followers it is there.
 """
 from __future__ import annotations
 
@@ -111,6 +113,8 @@ class Follower:
     def apply(self, msg: Replicate) -> FollowerReply:
         """Apply one message; the reply says where this node's durable log ends."""
         self.observe_epoch(msg.epoch, f"message for topic {msg.topic_id}")
+        if msg.topic_id == 0 and msg.is_heartbeat:
+            return FollowerReply(msg.epoch, 0, 0, Status.OK, self.node_id)   # the stream's pulse
         try:
             rep = self.replica(msg.topic_id)
         except UnknownTopicError:

@@ -1,17 +1,23 @@
-"""A real single-member etcd server on loopback, for tests and local clusters.
+"""A real etcd on loopback and a local L3 cluster of `lance-net serve` processes, for tests,
+benchmarks and trying a cluster on one machine.
 
-Owns the etcd child process it starts (ports, data directory, pause and resume); nothing else.
+Owns the child processes it starts (ports, data directories, logs, signals); what the
+processes do is the broker's.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 ETCD_BINARY = os.environ.get("LANCE_ETCD", "etcd")
 
@@ -118,3 +124,153 @@ class EtcdServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+# -- a local L3 cluster ---------------------------------------------------------------------------
+
+class ClusterNode:
+    """One `lance-net serve --replication-mode l3` process on fixed loopback ports."""
+
+    def __init__(self, root: Path, node_id: int, members: list[int], etcd_url: str, cluster: str,
+                 config_toml: str = ""):
+        self.root = Path(root) / f"node{node_id}"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.node_id = node_id
+        self.members = members
+        self.etcd_url = etcd_url
+        self.cluster = cluster
+        self.port = free_port()
+        self.http_port = free_port()
+        self.data_dir = self.root / "data"
+        self.log_path = self.root / "broker.log"
+        self.config_path = self.root / "lance.toml"
+        self.config_path.write_text(config_toml)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        script = Path(sys.executable).with_name("lance-net")
+        base = [str(script)] if script.exists() else [sys.executable, "-m", "lance_net.cli"]
+        return [*base, "serve", "--data-dir", str(self.data_dir), "--listen", self.endpoint,
+                "--http", f"127.0.0.1:{self.http_port}", "--config", str(self.config_path),
+                "--node-id", str(self.node_id), "--replication-mode", "l3",
+                "--etcd", self.etcd_url, "--cluster", self.cluster, "--advertise", self.endpoint,
+                "--members", ",".join(map(str, self.members))]
+
+    def start(self) -> "ClusterNode":
+        """Start the process; it listens at once, and is ready once it leads or follows."""
+        env = {k: v for k, v in os.environ.items() if k != "LANCE_CONFIG"}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                            cwd=self.root, env=env)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, sig: int) -> None:
+        self.process.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.running:
+            os.kill(self.process.pid, signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(30)
+
+    def stop(self, timeout: float = 60) -> int:
+        if not self.running:
+            return self.process.returncode if self.process else 0
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise RuntimeError(f"node {self.node_id} did not stop within {timeout} s")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def http_json(self, path: str, timeout: float = 2.0) -> tuple[int | None, dict]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}",
+                                        timeout=timeout) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except (OSError, ValueError):
+            return None, {}
+
+    def health(self) -> dict:
+        """/health/ready's document with `ready` (whether it answered 200) added."""
+        status, body = self.http_json("/health/ready")
+        return {**body, "ready": status == 200}
+
+
+class LocalCluster:
+    """`size` nodes with ids 1..size on one etcd; every node ready means a leader leads
+    and every other node follows it."""
+
+    def __init__(self, root: Path, etcd_url: str, *, size: int = 3, cluster: str = "lance",
+                 config_toml: str = ""):
+        members = list(range(1, size + 1))
+        self.nodes = {n: ClusterNode(root, n, members, etcd_url, cluster, config_toml)
+                      for n in members}
+
+    def start(self, timeout: float = 60) -> "LocalCluster":
+        for node in self.nodes.values():
+            node.start()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 60, nodes=None) -> int:
+        """Wait until the given (default: all running) nodes are ready; returns the leader's id."""
+        deadline = time.monotonic() + timeout
+        while True:
+            wanted = [self.nodes[n] for n in nodes] if nodes else \
+                [n for n in self.nodes.values() if n.running]
+            health = {n.node_id: n.health() for n in wanted}
+            leaders = {h.get("leader_id") for h in health.values()}
+            if all(h["ready"] for h in health.values()) and len(leaders) == 1:
+                leader = leaders.pop()
+                if leader in self.nodes and self.nodes[leader].health().get("is_leader"):
+                    return leader
+            for node in wanted:
+                if node.process.poll() is not None:
+                    raise RuntimeError(f"node {node.node_id} exited with "
+                                       f"{node.process.returncode}:\n{node.log()[-4000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cluster not ready within {timeout} s: {health}")
+            time.sleep(0.05)
+
+    def leader(self, timeout: float = 60, exclude: tuple[int, ...] = ()) -> ClusterNode:
+        """The node that is leading and writable, waiting for one (not among `exclude`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for node in self.nodes.values():
+                if node.running and node.node_id not in exclude:
+                    health = node.health()
+                    if health["ready"] and health.get("is_leader"):
+                        return node
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no leader within {timeout} s")
+            time.sleep(0.02)
+
+    def followers(self, leader: ClusterNode) -> list[ClusterNode]:
+        return [n for n in self.nodes.values() if n is not leader]
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.kill()
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -8,6 +8,10 @@ Life: starting (HTTP up, recovery running) -> ready (LWP listening) -> draining
 (SIGTERM/SIGINT: no new connections or reads; batches already received are
 written and acked) -> stopped. A second signal stops at once, still after any
 group write that already started, so no batch is left half-written.
+
+In L3 (`cluster`) the LWP port opens before the node joins; the node reports "joining"
+instead of "ready" while it may not acknowledge (no lease, no leader, not following), and
+after the drain it hands its leadership over before it stops.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from lance_store import LanceError, Topic, UnknownTopicError
 
 from . import http
 from .auth import TokenBook
+from .cluster import ClusterRole
 from .connection import ClientConnection
 from .ingest import GroupCommitter, pin_cpus
 from .longpoll import Watermarks
@@ -38,6 +43,7 @@ from .tls import server_context
 log = logging.getLogger("lance_net.server")
 
 STARTING, READY, DRAINING, STOPPED = "starting", "ready", "draining", "stopped"
+JOINING = "joining"   # L3: listening, but not (yet) leading or following
 
 # One socket read lands here before it is copied into the connection's buffer:
 # large reads mean few trips through the event loop per megabyte ingested.
@@ -53,7 +59,8 @@ class Broker:
         self.tokens = TokenBook.from_settings(options.auth, options.config_dir)
         self.ssl = server_context(options.tls)
         self.metrics = BrokerMetrics()
-        self.state = STARTING
+        self._state = STARTING
+        self.cluster: ClusterRole | None = None
         self.started = False
         self.accepting = False
         self.store: lance_store.Store | None = None
@@ -76,7 +83,23 @@ class Broker:
         self._stop: asyncio.Event | None = None
         self._hard_stop: asyncio.Event | None = None
 
+    @property
+    def state(self) -> str:
+        if self._state == READY and self.cluster is not None and not self.cluster.ready():
+            return JOINING
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self._state = value
+
     # -- what connections share -------------------------------------------------------------
+
+    def topics(self) -> list[Topic]:
+        return list(self._topics.values())
+
+    def topic_ids(self):
+        return self._topics.keys()
 
     def topic(self, topic_id: int) -> Topic:
         found = self._topics.get(topic_id)
@@ -94,12 +117,22 @@ class Broker:
         found = self._committers.get(topic.id)
         if found is None:
             found = GroupCommitter(topic, self.metrics, self._durable,
-                                   self.options.backpressure_bytes)
+                                   self.options.backpressure_bytes,
+                                   self.cluster.gate if self.cluster is not None else None)
             self._committers[topic.id] = found
         return found
 
     def _durable(self, topic: Topic) -> None:
-        self.watermarks.advanced(topic.id)
+        if self.cluster is not None:
+            self.cluster.leader_wrote(topic)   # long polls wake when a majority holds it
+        else:
+            self.watermarks.advanced(topic.id)
+
+    def readable_end(self, topic: Topic) -> int:
+        """Where Fetch stops: the high watermark, or in L3 the committed offset."""
+        if self.cluster is not None:
+            return min(self.cluster.readable_end(topic), topic.high_watermark)
+        return topic.high_watermark
 
     def run_admin(self, fn, *args) -> asyncio.Future:
         """Run a blocking store call (fsyncs, renames) on the one admin thread, in order."""
@@ -109,7 +142,14 @@ class Broker:
         return asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
 
     async def create_topic(self, name: str, retention: dict | None) -> Topic:
-        topic = await self.run_admin(lambda: self.store.create_topic(name, retention, exist_ok=True))
+        if self.cluster is not None:
+            return await self.cluster.create_topic(name, retention)
+        return await self.create_local_topic(name, retention)
+
+    async def create_local_topic(self, name: str, retention: dict | None, *,
+                                 topic_id: int | None = None) -> Topic:
+        topic = await self.run_admin(lambda: self.store.create_topic(
+            name, retention, exist_ok=True, topic_id=topic_id))
         if topic.id not in self._topics:
             self._topics[topic.id] = topic
             log.info("topic %s created (id %d, retention %s)", name, topic.id,
@@ -117,6 +157,11 @@ class Broker:
         return topic
 
     async def delete_topic(self, topic: Topic) -> int:
+        if self.cluster is not None:
+            return await self.cluster.delete_topic(topic)
+        return await self.delete_local_topic(topic)
+
+    async def delete_local_topic(self, topic: Topic) -> int:
         # Unlisted first, so new frames get UNKNOWN_TOPIC; then the last group finishes.
         self._topics.pop(topic.id, None)
         committer = self._committers.pop(topic.id, None)
@@ -130,7 +175,35 @@ class Broker:
         log.info("topic %s deleted (id %d)", topic.name, topic_id)
         return topic_id
 
+    async def set_retention(self, topic: Topic, max_age_secs: int, max_bytes: int) -> None:
+        if self.cluster is not None:
+            await self.cluster.set_retention(topic, max_age_secs, max_bytes)
+        else:
+            await self.run_admin(topic.set_retention, max_age_secs, max_bytes)
+
+    async def new_producer_id(self) -> int:
+        if self.cluster is not None:
+            return await self.cluster.new_producer_id()
+        return await self.run_admin(self.store.new_producer_id)
+
+    def leadership_began(self) -> None:
+        """A new leadership: producer sequences are read from the log again (it may hold
+        batches another leader wrote), and each topic gets a fresh ingest queue."""
+        self.producers = ProducerBook()
+        self._committers.clear()
+
+    async def leadership_ended(self, reason: str) -> None:
+        """Refuse what waits to be written (a group already writing finishes; its acks
+        are refused at the gate), so that nothing more lands here as a leader's write."""
+        committers, self._committers = list(self._committers.values()), {}
+        for committer in committers:
+            committer.close(reason)
+        await asyncio.gather(*(c.wait_idle() for c in committers))
+        self.producers = ProducerBook()
+
     def cluster_status(self) -> dict:
+        if self.cluster is not None:
+            return self.cluster.status()
         node_id = self.store.node_id
         return {
             "node_id": node_id, "mode": "standalone", "is_leader": True, "leader_id": node_id,
@@ -145,9 +218,14 @@ class Broker:
         return format_address(host, port)
 
     def readiness(self) -> dict:
-        return {"status": self.state, "connections": len(self.connections),
+        out = {"status": self.state, "connections": len(self.connections),
                 "topics": len(self._topics),
                 "recovery_warnings": len(self.store.warnings) if self.store else 0}
+        if self.cluster is not None:
+            status = self.cluster.status()
+            out.update(leader_id=status["leader_id"], is_leader=status["is_leader"],
+                       epoch=status["epoch"])
+        return out
 
     # -- life -------------------------------------------------------------------------------
 
@@ -173,6 +251,9 @@ class Broker:
                 return 1
             if not self._stop.is_set():
                 await self._listen()
+                if self.options.replication.clustered:
+                    self.cluster = ClusterRole(self)
+                    self.cluster.start()
                 self._background = [loop.create_task(self._retention_loop()),
                                     loop.create_task(self._idle_loop())]
                 await self._stop.wait()
@@ -180,6 +261,8 @@ class Broker:
         finally:
             for task in self._background:
                 task.cancel()
+            if self.cluster is not None:
+                await self.cluster.stop()
             if self._http is not None:
                 self._http.close()
             await loop.run_in_executor(None, self._close_store)

@@ -9,6 +9,11 @@ streams are independent, so a long-polling Fetch never holds an Ack back.
 Commands that change what later frames mean (InitProducer, topic admin) are
 barriers: frames after one are not read until it is answered. Frames also wait
 unread while MAX_PENDING_REPLIES replies are owed or the peer is not reading.
+
+In L3 a connection whose first bytes are the replication preamble (`LNCR`) is a leader's
+stream: its bytes go to the cluster role's inbound link from then on. Writes (Ingest,
+InitProducer, topic changes) on a node that may not take them are refused with the
+cluster's answer (`NOT_LEADER: redirect to host:port`, ...).
 """
 from __future__ import annotations
 
@@ -20,9 +25,11 @@ from typing import TYPE_CHECKING
 
 from lance_net.protocol import (
     ACCESS_DENIED, AUTH_REQUIRED, INVALID_CLIENT_COMMAND, NEED_DATA, Ack, Authenticate,
-    Backpressure, Connection, ConnectionClosed, ErrorResponse, Ingest, InvalidCommand, Keepalive,
-    ProtocolError, Role, UnsupportedFrame, error_message,
+    Backpressure, BadMagic, Connection, ConnectionClosed, CreateTopic, CreateTopicWithRetention,
+    DeleteTopic, ErrorResponse, Ingest, InitProducer, InvalidCommand, Keepalive, ProtocolError,
+    Role, SetRetention, UnsupportedFrame, error_message,
 )
+from lance_net.replication.wire import MAGIC as REPLICATION_MAGIC
 
 from . import admin, consume, produce
 from .auth import OPEN, Grant
@@ -35,6 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("lance_net.server.connection")
 
 HANDLERS = {**admin.HANDLERS, **consume.HANDLERS, **produce.HANDLERS}
+# Commands only the cluster's leader takes (L3).
+LEADER_ONLY = frozenset({InitProducer, CreateTopic, CreateTopicWithRetention, DeleteTopic,
+                         SetRetention})
 _KEEPALIVE = Keepalive()
 _BACKPRESSURE = Backpressure()
 _WRITING = "writing"      # the peer does not read our replies fast enough
@@ -69,6 +79,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._pauses: set = set()
         self._reading_paused = False
         self._tasks: set[asyncio.Task] = set()
+        self._replication = None        # L3: the inbound link once this is a leader's stream
 
     # -- asyncio protocol ---------------------------------------------------------------
 
@@ -89,6 +100,8 @@ class ClientConnection(asyncio.BufferedProtocol):
         metrics.connections.inc()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._replication is not None:
+            self._replication.close()
         if self in self.broker.connections:
             self.broker.connections.discard(self)
             self.broker.metrics.connections.dec()
@@ -104,6 +117,9 @@ class ClientConnection(asyncio.BufferedProtocol):
         return self.broker.read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._replication is not None:
+            self._replication.receive(bytes(self.broker.read_buffer[:nbytes]))
+            return
         if self.closed or self._failed:
             return
         try:
@@ -111,9 +127,17 @@ class ClientConnection(asyncio.BufferedProtocol):
         except ProtocolError as exc:
             self._fail(exc)
             return
+        if self.lwp.dialect is None and self.broker.cluster is not None and \
+                self.lwp.trailing_data[:4] == REPLICATION_MAGIC:
+            # The 15-byte preamble is shorter than an LWP header: tell it by its magic now.
+            self._become_replication_stream()
+            return
         self._pump()
 
     def eof_received(self) -> bool:
+        if self._replication is not None:
+            self._replication.receive(b"")
+            return False
         self._close_when_done = True
         self._eof = True
         if not self.closed and not self._failed:
@@ -170,7 +194,11 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def _dispatch(self, event) -> None:
         kind = type(event)
+        cluster = self.broker.cluster
         if kind is Ingest:
+            if cluster is not None and (refusal := cluster.write_refusal()) is not None:
+                self.acks.send(self._sender.send_buffers(ErrorResponse(refusal, event.batch_id)))
+                return
             produce.ingest(self, event, time.perf_counter())
             return
         if kind is Keepalive:
@@ -193,6 +221,10 @@ class ClientConnection(asyncio.BufferedProtocol):
         if self.grant is None and kind is not Authenticate:
             self.reply(ErrorResponse(error_message(
                 AUTH_REQUIRED, f"send Authenticate before {kind.__name__}")))
+            return
+        if kind in LEADER_ONLY and cluster is not None and \
+                (refusal := cluster.write_refusal()) is not None:
+            self.reply(ErrorResponse(refusal))
             return
         try:
             result = handler(self, event)
@@ -334,7 +366,11 @@ class ClientConnection(asyncio.BufferedProtocol):
     def _fail(self, exc: ProtocolError) -> None:
         """A framing fault: nothing more is read or answered, but the acks of batches
         received before it still go out (they tell the client what is durable)."""
-        if self._failed:
+        if self._failed or self._replication is not None:
+            return
+        if isinstance(exc, BadMagic) and exc.found == REPLICATION_MAGIC and \
+                self.broker.cluster is not None:
+            self._become_replication_stream()
             return
         self._failed = True
         self.broker.metrics.protocol_errors.labels(exc.reason).inc()
@@ -351,6 +387,15 @@ class ClientConnection(asyncio.BufferedProtocol):
             task.cancel()
         self._close_when_done = True
         self._finish_if_done()
+
+    def _become_replication_stream(self) -> None:
+        """A leader's stream: no longer a client (not counted, never closed as idle)."""
+        broker = self.broker
+        if self in broker.connections:
+            broker.connections.discard(self)
+            broker.metrics.connections.dec()
+        self._replication = broker.cluster.inbound_link(self.transport, self.peer)
+        self._replication.receive(self.lwp.trailing_data)
 
     def close(self) -> None:
         """Close after writing what is already buffered; replies still owed are dropped."""
