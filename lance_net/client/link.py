@@ -14,9 +14,14 @@ from lance_net.protocol import (
     ConnectionClosed, ErrorResponse, Ingest, InvalidCommand, Keepalive, ProtocolError, Role,
     UnsupportedFrame,
 )
+from lance_net.writes import write_buffers
 
 from .errors import AuthError, ConnectionLost, broker_error
 from .options import ClientOptions, parse_endpoint
+
+
+# Bytes offered to each socket read.
+READ_SIZE = 1 << 20
 
 
 class DataListener(Protocol):
@@ -31,7 +36,7 @@ class DataListener(Protocol):
     def on_lost(self, link: Link, error: BaseException) -> None: ...
 
 
-class Link(asyncio.Protocol):
+class Link(asyncio.BufferedProtocol):
     """An open connection. Control requests are answered in the order they were sent."""
 
     def __init__(self, endpoint: str, options: ClientOptions):
@@ -49,10 +54,15 @@ class Link(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self._transport = transport
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # Fetch responses are large: the socket reads straight into the
+        # connection's receive buffer, a megabyte at a time.
+        return self._conn.receive_buffer(max(sizehint, READ_SIZE))
+
+    def buffer_updated(self, nbytes: int) -> None:
         conn = self._conn
         try:
-            conn.receive_data(data)
+            conn.received(nbytes)
             while True:
                 event = conn.next_event()
                 if event is NEED_DATA:
@@ -141,14 +151,14 @@ class Link(asyncio.Protocol):
         buffers = []
         for ingest in frames:
             buffers.extend(send_buffers(ingest))
-        self._transport.writelines(buffers)
+        write_buffers(self._transport, buffers)
 
     def request_nowait(self, command) -> asyncio.Future:
         """Send a control request; the future resolves with the raw reply event."""
         if self._error is not None:
             raise self._error
         waiter = asyncio.get_running_loop().create_future()
-        self._transport.writelines(self._conn.send_buffers(command))
+        write_buffers(self._transport, self._conn.send_buffers(command))
         self._waiters.append(waiter)
         return waiter
 

@@ -30,6 +30,7 @@ from lance_net.protocol import (
     Role, SetRetention, UnsupportedFrame, error_message,
 )
 from lance_net.replication.wire import MAGIC as REPLICATION_MAGIC
+from lance_net.writes import write_buffers
 
 from . import admin, consume, produce
 from .auth import OPEN, Grant
@@ -290,7 +291,7 @@ class ClientConnection(asyncio.BufferedProtocol):
     def _write(self, buffers: list) -> None:
         if self.closed:
             return
-        self.transport.writelines(buffers)
+        write_buffers(self.transport, buffers)
         if self._close_when_done:
             self._finish_if_done()
         else:

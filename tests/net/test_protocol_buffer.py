@@ -6,6 +6,7 @@ from lance_net.protocol.buffer import KEEP_CAPACITY, ReceiveBuffer
 
 steps = st.lists(st.one_of(
     st.tuples(st.just("append"), st.binary(min_size=1, max_size=3000)),
+    st.tuples(st.just("read_into"), st.binary(min_size=0, max_size=3000)),
     st.tuples(st.just("consume"), st.integers(0, 5000)),
 ), max_size=60)
 
@@ -20,6 +21,13 @@ def test_live_bytes_match_a_plain_model(script):
     for op, arg in script:
         if op == "append":
             buffer.append(arg)
+            model += arg
+        elif op == "read_into":     # a socket read straight into the buffer
+            room = buffer.room(len(arg) or 1)
+            assert len(room) >= len(arg)
+            room[:len(arg)] = arg
+            del room
+            buffer.grew(len(arg))
             model += arg
         else:
             size = min(arg, len(model))
@@ -60,3 +68,15 @@ def test_an_emptied_large_buffer_is_given_back():
     buffer.append(bytes(1000))
     buffer.consume(1000)
     assert len(buffer.data) == 4096
+
+
+def test_more_bytes_than_the_room_given_cannot_have_landed():
+    buffer = ReceiveBuffer()
+    room = len(buffer.room(10))
+    try:
+        buffer.grew(room + 1)
+    except ValueError as exc:
+        assert "cannot have landed" in str(exc)
+    else:
+        raise AssertionError("grew() accepted more bytes than the room it gave")
+    assert len(buffer) == 0
