@@ -35,6 +35,8 @@ log = logging.getLogger("lance_store.topic")
 
 METADATA = "metadata.json"
 HIGH = 2**64 - 1
+# How far past a fetch the kernel is asked to read a segment (see Topic._read_ahead).
+READ_AHEAD = 16 * 1024 * 1024
 
 
 class AppendResult(NamedTuple):
@@ -139,6 +141,7 @@ class Topic:
         self._failed: str | None = None
         self._writer: SegmentWriter | None = None
         self._read_fds: dict[str, int] = {}
+        self._ahead: dict[str, int] = {}     # segment path -> file position read ahead to
         self.producers: dict[int, tuple[int, int]] = {}  # producer_id -> (last seq, batch offset)
         state = recover_topic(folder, readonly=readonly, interval=self.config.index_interval_bytes,
                               warn=self._warn)
@@ -683,6 +686,7 @@ class Topic:
         return fd
 
     def _close_read_fd(self, path: str) -> None:
+        self._ahead.pop(path, None)
         fd = self._read_fds.pop(path, None)
         if fd is not None:
             os.close(fd)
@@ -716,7 +720,22 @@ class Topic:
             start = seg.name.base
         if start != offset:
             locate(fd, seg.name.base, start, offset)
-        return read_batches(fd, seg.name.base, end, offset, max_bytes)
+        out = read_batches(fd, seg.name.base, end, offset, max_bytes)
+        self._read_ahead(seg.path, fd, out[1] - seg.name.base)
+        return out
+
+    def _read_ahead(self, path: str, fd: int, pos: int) -> None:
+        """Ask the kernel for the next READ_AHEAD bytes after a read ending at `pos`.
+
+        Appends go around the page cache (O_DIRECT), so a consumer reading what
+        was just written reads the disk; keeping a window in flight ahead of it
+        lets the disk stream while responses are sent. One hint per half window.
+        """
+        until = self._ahead.get(path, 0)
+        if pos + READ_AHEAD // 2 > until:
+            start = max(pos, until)
+            os.posix_fadvise(fd, start, pos + READ_AHEAD - start, os.POSIX_FADV_WILLNEED)
+            self._ahead[path] = pos + READ_AHEAD
 
     def read(self, offset: int, max_bytes: int = 1 << 20) -> tuple[list[BatchView], int]:
         data, nxt, _ = self.read_raw(offset, max_bytes)
