@@ -139,7 +139,11 @@ class Broker:
         return asyncio.get_running_loop().run_in_executor(self._admin, fn, *args)
 
     def run_read(self, fn, *args) -> asyncio.Future:
-        return asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
+        # An L3 follower seals, renames and truncates segments on the admin thread, which
+        # closes the topic's cached read descriptors: its reads take turns with those.
+        following = self.cluster is not None and self.cluster.leading is None
+        return asyncio.get_running_loop().run_in_executor(
+            self._admin if following else self._readers, fn, *args)
 
     async def create_topic(self, name: str, retention: dict | None) -> Topic:
         if self.cluster is not None:
