@@ -47,6 +47,24 @@ def dd_latency_us(folder: str, count: int = 2000) -> float:
     return float(m.group(1)) / count * 1e6
 
 
+def disk_read_speed(folder: str, mib: int = 1024) -> float | None:
+    """Bytes per second of a cold sequential buffered read by dd (1 MiB blocks) of a file
+    written with O_DIRECT, as a consumer of fresh appends reads; None without the
+    permission to drop the page cache."""
+    target = os.path.join(folder, "dd-read.bin")
+    subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={mib}", "oflag=direct",
+                    "conv=fdatasync"], capture_output=True, check=True)
+    try:
+        if not _drop_caches():
+            return None
+        out = subprocess.run(["dd", f"if={target}", "of=/dev/null", "bs=1M"],
+                             capture_output=True, text=True, check=True).stderr
+    finally:
+        os.unlink(target)
+    m = re.search(r"(\d+) bytes .* copied, ([\d.]+) s", out)
+    return int(m.group(1)) / float(m.group(2))
+
+
 def _batch_values(seed: int) -> list[bytes]:
     rng = np.random.default_rng(seed)
     blob = rng.integers(0, 256, RECORD * RECORDS_PER_BATCH, dtype=np.uint8).tobytes()
