@@ -6,6 +6,7 @@ processes do is the broker's.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import shutil
@@ -14,10 +15,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from lance_net.protocol import (NEED_DATA, Ack, Connection, ErrorResponse, Ingest, InitProducer,
+                                ProducerResponse, Role)
+from lance_store.records import encode
 
 ETCD_BINARY = os.environ.get("LANCE_ETCD", "etcd")
 
@@ -274,3 +280,139 @@ class LocalCluster:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# -- a producer that outlives its leader ----------------------------------------------------------
+
+class _Link:
+    """A blocking LWP client connection (one thread uses it)."""
+
+    def __init__(self, endpoint: str, timeout: float):
+        host, port = endpoint.rsplit(":", 1)
+        self.endpoint = endpoint
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.lwp = Connection(Role.CLIENT)
+
+    def send(self, event) -> None:
+        self.sock.sendall(self.lwp.send(event))
+
+    def recv(self):
+        """The next event; ConnectionError once the server closed the stream."""
+        while True:
+            event = self.lwp.next_event()
+            if event is not NEED_DATA:
+                return event
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError(f"{self.endpoint} closed the connection")
+            self.lwp.receive_data(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class ClusterProducer:
+    """An idempotent producer across a cluster's nodes, in a thread: batches of one record
+    numbered 1, 2, ...; on a lost connection or a refusal it finds the leader (following
+    redirects, else trying every node), binds its producer id again and resends every
+    unacknowledged batch with its sequence number.
+
+    `acked` lists the acknowledged sequences in order, `acks` (sequence, monotonic time,
+    endpoint) for each, so a failover shows as the gap between two endpoints' acks.
+    """
+
+    def __init__(self, endpoints: list[str], topic_id: int, *, window: int = 16,
+                 record_size: int = 12, deadline_s: float = 60.0):
+        self.endpoints = list(endpoints)
+        self.topic_id = topic_id
+        self.window = window
+        self.record_size = record_size
+        self.deadline_s = deadline_s
+        self.producer_id = 0
+        self.acked: list[int] = []
+        self.acks: list[tuple[int, float, str]] = []
+        self.inflight: collections.deque[int] = collections.deque()
+        self.next_seq = 1
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self._hint: str | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="cluster-producer")
+
+    def value(self, seq: int) -> bytes:
+        return (b"seq-%08d" % seq).ljust(self.record_size, b".")
+
+    @staticmethod
+    def sequence_of(value: bytes) -> int:
+        return int(value[4:12])
+
+    def start(self) -> "ClusterProducer":
+        self._thread.start()
+        return self
+
+    def finish(self, timeout: float = 60.0) -> None:
+        """Stop taking new sequences; return once every one sent is acknowledged."""
+        self.stop.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"{len(self.inflight)} batches still unacknowledged after {timeout} s")
+        if self.error is not None:
+            raise self.error
+
+    def _connect(self) -> _Link:
+        deadline = time.monotonic() + self.deadline_s
+        while time.monotonic() < deadline:
+            candidates = ([self._hint] if self._hint else []) + self.endpoints
+            self._hint = None
+            for endpoint in candidates:
+                try:
+                    link = _Link(endpoint, timeout=10)
+                    link.send(InitProducer(self.producer_id, self.topic_id))
+                    reply = link.recv()
+                except OSError:
+                    continue
+                if isinstance(reply, ProducerResponse):
+                    self.producer_id = reply.producer_id
+                    return link
+                link.close()
+                if isinstance(reply, ErrorResponse) and "redirect to " in reply.message:
+                    self._hint = reply.message.rsplit(" ", 1)[1]
+                    break
+            time.sleep(0.02)
+        raise TimeoutError(f"no leader took the producer within {self.deadline_s} s")
+
+    def _send(self, link: _Link, seq: int) -> None:
+        payload, count = encode([self.value(seq)])
+        link.send(Ingest(self.topic_id, seq, count, payload))
+
+    def _run(self) -> None:
+        try:
+            link = self._connect()
+            while True:
+                try:
+                    for seq in self.inflight:            # resent after a reconnect
+                        self._send(link, seq)
+                    while self.inflight or not self.stop.is_set():
+                        while len(self.inflight) < self.window and not self.stop.is_set():
+                            self.inflight.append(self.next_seq)
+                            self._send(link, self.next_seq)
+                            self.next_seq += 1
+                        reply = link.recv()
+                        if isinstance(reply, Ack) and reply.batch_id == self.inflight[0]:
+                            seq = self.inflight.popleft()
+                            self.acked.append(seq)
+                            self.acks.append((seq, time.monotonic(), link.endpoint))
+                            continue
+                        if isinstance(reply, ErrorResponse):
+                            if "redirect to " in reply.message:
+                                self._hint = reply.message.rsplit(" ", 1)[1]
+                            raise ConnectionError(reply.message)
+                        raise RuntimeError(f"unexpected reply {reply} with sequence "
+                                           f"{self.inflight[0] if self.inflight else None} owed")
+                    link.close()
+                    return
+                except OSError:   # ConnectionError, a timeout: find the leader again
+                    link.close()
+                    link = self._connect()
+        except BaseException as exc:  # reported by finish()
+            self.error = exc

@@ -1,16 +1,12 @@
 """Failures of a real three-node L3 cluster: the leader SIGKILLed under load (no acknowledged
 record lost or duplicated, and the restarted node resyncs to identical segments), a stale
 leader that cannot get a write acknowledged, and a graceful handover on SIGTERM."""
-import collections
 import signal
-import threading
-import time
 
 import pytest
 
-from lance_net.protocol import (Ack, ConnectionClosed, CreateTopic, ErrorResponse, InitProducer,
-                                ProducerResponse, TopicResponse)
-from lance_net.replication.testing import LocalCluster
+from lance_net.protocol import Ack, CreateTopic, ErrorResponse, TopicResponse
+from lance_net.replication.testing import ClusterProducer, LocalCluster
 
 from .conftest import RawClient
 from .replication_fixtures import etcd  # noqa: F401  (fixture)
@@ -26,98 +22,6 @@ def cluster(etcd, tmp_path, request):  # noqa: F811
         yield local
 
 
-class FailoverProducer:
-    """An idempotent producer that outlives its leader: on a lost connection or a refusal it
-    finds the leader (following redirects, else trying every node), binds its producer id
-    again and resends every unacknowledged batch with the same sequence number."""
-
-    WINDOW = 16
-
-    def __init__(self, cluster: LocalCluster, topic_id: int):
-        self.cluster = cluster
-        self.topic_id = topic_id
-        self.producer_id = 0
-        self.acked: list[int] = []
-        self.ack_times: list[float] = []
-        self.inflight: collections.deque[int] = collections.deque()
-        self.next_seq = 1
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-        self._hint: str | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @staticmethod
-    def value(seq: int) -> bytes:
-        return b"seq-%08d" % seq
-
-    def start(self) -> "FailoverProducer":
-        self._thread.start()
-        return self
-
-    def finish(self, timeout: float = DEADLINE_S) -> None:
-        """Stop taking new sequences; return once every sent one is acknowledged."""
-        self.stop.set()
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "the producer did not finish"
-        if self.error is not None:
-            raise self.error
-
-    def _connect(self) -> RawClient:
-        deadline = time.monotonic() + DEADLINE_S
-        while time.monotonic() < deadline:
-            endpoints = ([self._hint] if self._hint else []) + \
-                [n.endpoint for n in self.cluster.nodes.values()]
-            self._hint = None
-            for endpoint in endpoints:
-                host, port = endpoint.rsplit(":", 1)
-                try:
-                    conn = RawClient(host, int(port), timeout=10)
-                    reply = conn.request(InitProducer(self.producer_id, self.topic_id))
-                except OSError:
-                    continue
-                if isinstance(reply, ProducerResponse):
-                    self.producer_id = reply.producer_id
-                    return conn
-                conn.close()
-                if isinstance(reply, ErrorResponse) and "redirect to " in reply.message:
-                    self._hint = reply.message.rsplit(" ", 1)[1]
-                    break
-            time.sleep(0.05)
-        raise AssertionError("no leader took the producer")
-
-    def _run(self) -> None:
-        try:
-            conn = self._connect()
-            while True:
-                try:
-                    for seq in self.inflight:          # resent after a reconnect
-                        conn.ingest(self.topic_id, seq, [self.value(seq)])
-                    while self.inflight or not self.stop.is_set():
-                        while len(self.inflight) < self.WINDOW and not self.stop.is_set():
-                            seq = self.next_seq
-                            self.next_seq += 1
-                            self.inflight.append(seq)
-                            conn.ingest(self.topic_id, seq, [self.value(seq)])
-                        reply = conn.recv(timeout=10)
-                        if isinstance(reply, Ack) and reply.batch_id == self.inflight[0]:
-                            self.acked.append(self.inflight.popleft())
-                            self.ack_times.append(time.monotonic())
-                            continue
-                        if isinstance(reply, ErrorResponse) and "redirect to " in reply.message:
-                            self._hint = reply.message.rsplit(" ", 1)[1]
-                        if isinstance(reply, (ErrorResponse, ConnectionClosed)):
-                            raise ConnectionError(str(reply))
-                        raise AssertionError(f"unexpected reply {reply} with {list(self.inflight)[:3]} "
-                                             "in flight")
-                    conn.close()
-                    return
-                except (OSError, ConnectionError):
-                    conn.close()
-                    conn = self._connect()
-        except BaseException as exc:  # reported by finish()
-            self.error = exc
-
-
 def create_topic(node, name: str) -> int:
     with RawClient("127.0.0.1", node.port, timeout=30) as conn:
         reply = conn.request(CreateTopic(name))
@@ -128,7 +32,7 @@ def create_topic(node, name: str) -> int:
 def check_log(node, topic_id: int, acked: list[int]) -> None:
     """Every acknowledged sequence once, in order, and nothing twice."""
     values = fetched_values(node, topic_id)
-    seqs = [int(v.split(b"-")[1]) for v in values]
+    seqs = [ClusterProducer.sequence_of(v) for v in values]
     assert len(seqs) == len(set(seqs)), "a batch was written twice"
     assert seqs == sorted(seqs)
     missing = set(acked) - set(seqs)
@@ -138,15 +42,17 @@ def check_log(node, topic_id: int, acked: list[int]) -> None:
 def test_killing_the_leader_under_load_loses_and_duplicates_nothing(cluster):
     leader = cluster.leader()
     topic_id = create_topic(leader, "failover")
-    producer = FailoverProducer(cluster, topic_id).start()
+    producer = ClusterProducer([n.endpoint for n in cluster.nodes.values()], topic_id).start()
     until(lambda: len(producer.acked) >= 3000 or producer.error, "acks before the kill")
     before = len(producer.acked)
     leader.kill()
     until(lambda: len(producer.acked) >= before + 500 or producer.error,
           "acks from a new leader")
-    producer.finish()
+    producer.finish(DEADLINE_S)
     successor = cluster.leader(exclude=(leader.node_id,))
-    assert successor is not leader
+    assert {endpoint for _, _, endpoint in producer.acks[before:]} <= \
+        {leader.endpoint, successor.endpoint}
+    assert producer.acks[-1][2] == successor.endpoint
     for node in cluster.followers(leader):
         until(lambda: len(fetched_values(node, topic_id)) >= len(producer.acked),
               f"node {node.node_id} holding every acknowledged batch")
