@@ -284,7 +284,7 @@ class LocalCluster:
 
 # -- a producer that outlives its leader ----------------------------------------------------------
 
-class _Link:
+class BlockingLink:
     """A blocking LWP client connection (one thread uses it)."""
 
     def __init__(self, endpoint: str, timeout: float):
@@ -359,14 +359,14 @@ class ClusterProducer:
         if self.error is not None:
             raise self.error
 
-    def _connect(self) -> _Link:
+    def _connect(self) -> BlockingLink:
         deadline = time.monotonic() + self.deadline_s
         while time.monotonic() < deadline:
             candidates = ([self._hint] if self._hint else []) + self.endpoints
             self._hint = None
             for endpoint in candidates:
                 try:
-                    link = _Link(endpoint, timeout=10)
+                    link = BlockingLink(endpoint, timeout=10)
                     link.send(InitProducer(self.producer_id, self.topic_id))
                     reply = link.recv()
                 except OSError:
@@ -381,7 +381,7 @@ class ClusterProducer:
             time.sleep(0.02)
         raise TimeoutError(f"no leader took the producer within {self.deadline_s} s")
 
-    def _send(self, link: _Link, seq: int) -> None:
+    def _send(self, link: BlockingLink, seq: int) -> None:
         payload, count = encode([self.value(seq)])
         link.send(Ingest(self.topic_id, seq, count, payload))
 
