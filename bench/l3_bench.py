@@ -33,15 +33,15 @@ from lance_net.replication.testing import (BlockingLink, ClusterProducer, EtcdSe
                                            LocalCluster)
 
 RECORD = 1024
+PER_BATCH = 254    # records per batch: one batch fills the producer's default batch_bytes
 
 
 async def produce_for(endpoint: str, topic: str, seconds: float) -> dict:
-    value = os.urandom(RECORD)
+    values = [os.urandom(RECORD) for _ in range(PER_BATCH)]
     async with Producer(endpoint, topic, create_topic=True, track_latency=True) as producer:
         began = time.perf_counter()
         while time.perf_counter() - began < seconds:
-            for _ in range(256):
-                producer.send(value)
+            producer.send_batch(values)
             await producer.ready()
         await producer.flush()
         elapsed = time.perf_counter() - began
@@ -114,6 +114,7 @@ def main() -> None:
 
     root = tempfile.mkdtemp(prefix="lance-l3-bench-")
     results: dict = {"record_bytes": RECORD, "seconds": args.seconds, "lease_ttl_s": args.lease_ttl}
+    os.makedirs(os.path.join(root, "l1"))
     l1, l1_endpoint, _ = start_broker(os.path.join(root, "l1"))
     try:
         with EtcdServer() as etcd, LocalCluster(
