@@ -140,12 +140,19 @@ class AsyncAppender:
                 except asyncio.TimeoutError:
                     pass
 
-    def _submit_group(self) -> bool:
+    def _submit_group(self, *, more_coming: bool = False) -> bool:
         """Fill one buffer with as many queued batches as fit, and submit it;
-        False when no pooled buffer is free."""
+        False when no pooled buffer is free.
+
+        A group ends on a block boundary (a padding record) when another is
+        likely to follow while it is in flight: batches are left over, a group
+        is already in flight, or the caller knows more are coming. Otherwise the
+        next group would rewrite its last block and have to wait for it.
+        """
         topic = self.topic
+        pad = more_coming or bool(self.flights)
         try:
-            flight = topic._build_group(self.queue, self.sync)
+            flight = topic._build_group(self.queue, self.sync, pad=pad)
         except BaseException as exc:  # noqa: BLE001 - every queued batch learns why
             self._fail(exc)
             return True
@@ -192,7 +199,8 @@ class AsyncAppender:
         size = BATCH_OVERHEAD + self.queue[0].size
         if self.topic.needs_rotation(size) or size > self.topic.group_room():
             return
-        self._submit_group()
+        # The other half of the woken writers append right after this.
+        self._submit_group(more_coming=True)
 
     def _fail(self, exc: BaseException, flight: _Flight | None = None) -> None:
         """A failed group fails itself, every later group and everything queued.

@@ -328,8 +328,9 @@ class Topic:
         """A confirmed group's buffer goes back (the writer may be gone by then)."""
         give_back(self.store.pool, g)
 
-    def _build_group(self, queue, sync: bool):
-        """Fill one group buffer from the head of `queue` and submit it (event loop)."""
+    def _build_group(self, queue, sync: bool, *, pad: bool = False):
+        """Fill one group buffer from the head of `queue` and submit it (event loop);
+        `pad` ends it on a block boundary even when nothing is left queued."""
         from .pipeline import _Flight
         with self._lock:
             self._check_writable()
@@ -345,10 +346,10 @@ class Topic:
                         self.active.name.base + self.config.segment_max_bytes, time.time_ns(),
                         clock.last_ns, clock.sequence, clock.key_prefix, self.producers, AppendResult)
                 batches_end = cursor
-                if queue:
-                    # More groups follow at once: end this one on a block boundary
-                    # with a padding record, so the next does not rewrite its last
-                    # block and the two can really be in flight together.
+                if queue or pad:
+                    # Another group follows while this one is in flight: end this
+                    # one on a block boundary with a padding record, so the next
+                    # does not rewrite its last block and both are really in flight.
                     cursor += self._pad_to_block(g)
                 ticket = self._writer.submit(g, sync=sync)
             except BaseException as exc:

@@ -88,3 +88,38 @@ def test_more_topics_in_flight_than_pooled_buffers(tmp_path, config):
     with lance_store.open(tmp_path / "d", readonly=True) as store:
         assert [store.topic(f"t{i}").high_watermark for i in range(6)] == highs
         assert all(len(list(store.topic(f"t{i}").records())) == 80 for i in range(6))
+
+
+def test_writers_woken_together_fill_two_groups_that_do_not_share_a_block(tmp_path, config):
+    """Many single-record writers: a confirmed group wakes them in two halves, each half
+    becomes a group, and every group but an idle one ends on a 4 KiB boundary, so the next
+    group never has to wait to rewrite its last block."""
+    from lance_store.pipeline import AsyncAppender
+    starts = []
+    real_done = AsyncAppender._done
+
+    def note(self, flight, result):
+        starts.append((flight.group.file_pos, flight.group.data_end))
+        return real_done(self, flight, result)
+
+    async def main(topic):
+        async def writer(i):
+            for j in range(20):
+                await topic.append_async([b"%d-%d" % (i, j)])
+        await asyncio.gather(*[writer(i) for i in range(32)])
+
+    AsyncAppender._done = note
+    try:
+        with lance_store.open(tmp_path / "d", create=True,
+                              config=StoreConfig(backend=config.backend)) as store:
+            topic = store.create_topic("t")
+            asyncio.run(main(topic))
+            assert sorted(r.value for r in topic.records()) == sorted(
+                b"%d-%d" % (i, j) for i in range(32) for j in range(20))
+    finally:
+        AsyncAppender._done = real_done
+    assert len(starts) > 4
+    # Where groups end in the file: block-aligned unless nothing else was under way.
+    aligned = sum(1 for _, end in starts[1:-1] if end % 4096 == 0)
+    assert aligned >= (len(starts) - 2) * 0.8
+    assert not verify_path(tmp_path / "d").damaged
