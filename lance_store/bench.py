@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from . import eventloop
 from . import open as open_store
 from .config import StoreConfig
 from .uring import select_backend
@@ -127,7 +128,7 @@ def bench_async(folder: str, backend: str, total: int, window: int = 2 * GROUP) 
     with open_store(path, create=True, config=StoreConfig(backend=backend)) as store:
         topic = store.create_topic("bench")
         start = time.perf_counter()
-        written = asyncio.run(run(topic))
+        written = eventloop.run(run(topic))
         elapsed = time.perf_counter() - start
         name = store.backend.name
     shutil.rmtree(path, ignore_errors=True)
@@ -178,7 +179,7 @@ def bench_concurrent(folder: str, backend: str, writers: int = 64, seconds: floa
     with open_store(path, create=True, config=StoreConfig(backend=backend)) as store:
         topic = store.create_topic("bench")
         start = time.perf_counter()
-        done = asyncio.run(run(topic))
+        done = eventloop.run(run(topic))
         elapsed = time.perf_counter() - start
     shutil.rmtree(path, ignore_errors=True)
     return {"writers": writers, "records_s": done / elapsed}

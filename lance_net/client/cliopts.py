@@ -10,8 +10,9 @@ from typing import Any, Awaitable, Callable
 
 import click
 
+from lance_store.eventloop import run
+
 from .options import DEFAULT_ENDPOINT, ClientOptions, tls_context
-from .runtime import run
 
 
 def client_options(fn: Callable) -> Callable:

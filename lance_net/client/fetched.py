@@ -10,7 +10,7 @@ from typing import Iterator
 
 import numpy as np
 
-from lance_store.records import BATCH_HEADER, Record
+from lance_store.records import BATCH_HEADER, HEADER_LEN, PADDING, Record
 from lance_store.scanner import BatchScan, ScanError, scan_batches, scan_legacy, scan_payload, scan_records
 from lance_store.segment.header import BATCH_OVERHEAD
 from lance_store.segment.reader import decompress_payload
@@ -107,9 +107,13 @@ def empty(next_offset: int) -> RecordBatch:
 
 
 def is_batched(data) -> bool:
-    """True when fetched data starts with a batch header (this project's brokers), False for the
-    plain TLV run an upstream server sends."""
-    return len(data) > 0 and data[0] == BATCH_HEADER
+    """True when fetched data is whole batches (this project's brokers), False for the plain TLV
+    run an upstream server sends: the first unit that is not padding is a batch header. (A
+    fetch may start at padding: a group of batches can end with some, up to a block boundary.)"""
+    pos, n = 0, len(data)
+    while pos + HEADER_LEN <= n and data[pos] == PADDING:
+        pos += HEADER_LEN + int.from_bytes(data[pos + 1:pos + HEADER_LEN], "little")
+    return pos >= n or data[pos] == BATCH_HEADER
 
 
 def scan_fetched_batches(data, start: int) -> BatchScan:

@@ -22,12 +22,12 @@ import concurrent.futures
 import threading
 from typing import Any
 
+from lance_store.eventloop import loop_factory
 from lance_store.records import RAW
 
 from . import admin as _admin
 from . import consumer as _consumer
 from . import producer as _producer
-from .runtime import loop_factory
 
 
 class _LoopThread:

@@ -60,3 +60,17 @@ def test_damaged_batches_raise():
     with pytest.raises(FetchedDataError, match="base offset mismatch"):
         good = _batch([b"payload"], 0, 1, 1)
         decode(good, 77, 77 + len(good))
+
+
+def test_a_fetch_that_starts_at_padding_is_still_whole_batches():
+    from lance_net.client.fetched import is_batched
+    from lance_store.records import padding
+    start = 8000
+    pad = padding(3000)
+    body = _batch([b"after-padding"], start + len(pad), 40, 400)
+    data = pad + body
+    assert is_batched(data) and is_batched(pad)
+    batch = decode(data, start, start + len(data))
+    assert batch.values() == [b"after-padding"]
+    assert batch.offset.tolist() == [start + len(pad) + BATCH_OVERHEAD]
+    assert not is_batched(encode([b"plain", b"upstream"])[0])

@@ -1,7 +1,7 @@
-"""Which event loop the client's own entry points run on: uvloop when installed, else asyncio's.
+"""Which event loop LANCE's own entry points run on: uvloop when installed, else asyncio's.
 
-Owns that choice (LANCE_NO_UVLOOP=1 forces asyncio's loop) for the CLI, the benchmark and the
-blocking wrappers; applications using the asyncio API bring their own loop.
+Owns that choice (LANCE_NO_UVLOOP=1 forces asyncio's loop) for the CLIs, the benchmarks and the
+client's blocking wrappers; applications using the asyncio APIs bring their own loop.
 """
 from __future__ import annotations
 
