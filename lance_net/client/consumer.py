@@ -100,7 +100,7 @@ class Consumer:
         finally:
             await admin.close()
         self.topic_id = int(self.topic_info["id"])
-        self.session = Session(admin.session.endpoint, self.options)
+        self.session = Session(admin.session.endpoint, self.options, seeds=self.endpoint)
         self._started = True
         stored = None
         if self.offset_store is not None:

@@ -199,7 +199,23 @@ class Link(asyncio.BufferedProtocol):
 
 
 async def open_link(endpoint: str, options: ClientOptions) -> Link:
-    """Connect (TLS when options.ssl is set) and authenticate when options.token is set."""
+    """Connect (TLS when options.ssl is set) and authenticate when options.token is set.
+
+    `endpoint` may list several nodes, comma-separated (a cluster's seeds): they are tried in
+    order and the first that accepts the connection is used."""
+    addresses = [a.strip() for a in endpoint.split(",") if a.strip()]
+    if len(addresses) <= 1:
+        return await _open_one(endpoint.strip(" ,"), options)
+    failures = []
+    for address in addresses:
+        try:
+            return await _open_one(address, options)
+        except ConnectionLost as exc:
+            failures.append(str(exc))
+    raise ConnectionLost(endpoint, "no node answered: " + "; ".join(failures))
+
+
+async def _open_one(endpoint: str, options: ClientOptions) -> Link:
     host, port = parse_endpoint(endpoint)
     loop = asyncio.get_running_loop()
     extra = {}

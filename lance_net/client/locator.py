@@ -26,8 +26,8 @@ MAX_REMEMBERED = 100_000
 
 class OffsetLocator:
     def __init__(self, endpoint: str, options: ClientOptions, topic_id: int, producer_id: int,
-                 start: int):
-        self.session = Session(endpoint, options)
+                 start: int, *, seeds: str | None = None):
+        self.session = Session(endpoint, options, seeds=seeds)
         self.topic_id = topic_id
         self.producer_id = producer_id
         self.cursor = start

@@ -60,6 +60,8 @@ class ClientOptions:
     ssl: an ssl.SSLContext to wrap connections in TLS; server_hostname defaults to the host.
     token: sent with Authenticate right after connecting.
     max_redirects: NOT_LEADER answers followed per request before giving up.
+    failover_timeout_s: with several seed endpoints (a cluster), how long a request keeps
+        looking for a node that answers it (a leader election takes a few seconds).
     """
 
     dialect: str = "crc32c"
@@ -69,6 +71,7 @@ class ClientOptions:
     connect_timeout_s: float = 10.0
     request_timeout_s: float = 30.0
     max_redirects: int = 5
+    failover_timeout_s: float = 20.0
     backoff: Backoff = field(default_factory=Backoff)
 
     def __post_init__(self) -> None:

@@ -218,6 +218,9 @@ class Producer:
             raise ValueError(f"batch_bytes: expected 1..{MAX_BATCH_BYTES}, found {batch_bytes}")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight: expected at least 1, found {max_in_flight}")
+        # `endpoint` may list a cluster's nodes (comma-separated): the seeds to find the
+        # leader again from when the node in use is lost. self.endpoint is the node in use.
+        self.seeds = endpoint
         self.endpoint = endpoint
         self.topic = topic
         self.create_topic = create_topic
@@ -231,6 +234,7 @@ class Producer:
         self.topic_id = 0
         self.topic_info: dict | None = None
         self.producer_id = 0
+        self._redirected = False
         self.window = max_in_flight
         # Records above this size would overflow the payload limit in a non-empty batch.
         self._big = DEFAULT_MAX_PAYLOAD_SIZE - batch_bytes - _TLV_HEADER - 1024
@@ -288,7 +292,7 @@ class Producer:
         await self._connect()
         if self.producer_id and high is not None:
             self.locator = OffsetLocator(self.endpoint, self.options, self.topic_id,
-                                         self.producer_id, high)
+                                         self.producer_id, high, seeds=self.seeds)
         self._started = True
         return self
 
@@ -573,6 +577,7 @@ class Producer:
         if error.code in _RESEND_CODES:
             if isinstance(error, NotLeader) and error.address:
                 self.endpoint = error.address
+                self._redirected = True
             # Everything from this batch on is sent again on a fresh connection.
             link = self._link
             if link is not None:
@@ -609,6 +614,10 @@ class Producer:
         self._link = None
         if self._closed or self._fatal is not None:
             return
+        if not self._redirected:
+            # The node itself may be gone: find the leader again from the seeds.
+            self.endpoint = self.seeds
+        self._redirected = False
         # Unacknowledged batches go back to the front of the queue, oldest first.
         inflight = self._inflight
         while inflight:
@@ -636,6 +645,8 @@ class Producer:
                         self._fatal = exc
                         self._fail_all(exc)
                         return
+                    if isinstance(exc, ConnectionLost):
+                        self.endpoint = self.seeds
                     error = exc
                     attempt += 1
                     continue

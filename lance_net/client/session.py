@@ -11,15 +11,20 @@ from .errors import BrokerError, ConnectionLost, NotLeader
 from .link import Link, open_link
 from .options import ClientOptions
 
-# Connection losses tolerated for one request before its error is raised.
+# Connection losses (and retryable refusals) tolerated for one request before its error is
+# raised, with one node to talk to; with several seeds, retries go on for failover_timeout_s.
 RETRIES_ON_LOSS = 3
 
 
 class Session:
-    """Requests to one broker endpoint (the leader it was last sent to)."""
+    """Requests to one broker endpoint (the leader it was last sent to).
 
-    def __init__(self, endpoint: str, options: ClientOptions):
+    `seeds` (default: `endpoint`) are the addresses to fall back on when that node is lost:
+    a comma-separated list of a cluster's nodes lets requests find the next leader."""
+
+    def __init__(self, endpoint: str, options: ClientOptions, *, seeds: str | None = None):
         self.endpoint = endpoint
+        self.seeds = seeds or endpoint
         self.options = options
         self._link: Link | None = None
         self._connecting: asyncio.Lock | None = None
@@ -43,6 +48,14 @@ class Session:
         """
         redirects = 0
         attempt = 0
+        clustered = "," in self.seeds
+        deadline = asyncio.get_running_loop().time() + self.options.failover_timeout_s
+
+        def give_up() -> bool:
+            if clustered:
+                return asyncio.get_running_loop().time() >= deadline
+            return attempt >= RETRIES_ON_LOSS
+
         while True:
             try:
                 link = await self.link()
@@ -50,7 +63,7 @@ class Session:
             except NotLeader as exc:
                 address = exc.address
                 if address is None or redirects >= self.options.max_redirects:
-                    if attempt >= RETRIES_ON_LOSS:
+                    if give_up():
                         raise
                     attempt += 1
                     await asyncio.sleep(self.options.backoff.delay(attempt))
@@ -58,12 +71,14 @@ class Session:
                 redirects += 1
                 await self.move(address)
             except ConnectionLost:
-                if not retry_on_loss or attempt >= RETRIES_ON_LOSS:
+                if not retry_on_loss or give_up():
                     raise
                 attempt += 1
+                # The node may be gone for good: the next try starts from the seeds.
+                await self.move(self.seeds)
                 await asyncio.sleep(self.options.backoff.delay(attempt))
             except BrokerError as exc:
-                if not exc.retryable or attempt >= RETRIES_ON_LOSS:
+                if not exc.retryable or give_up():
                     raise
                 attempt += 1
                 await asyncio.sleep(self.options.backoff.delay(attempt))
