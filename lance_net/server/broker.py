@@ -166,6 +166,8 @@ class Broker:
         return await self.delete_local_topic(topic)
 
     async def delete_local_topic(self, topic: Topic) -> int:
+        if self._topics.get(topic.id) is not topic:
+            return topic.id   # already going (L3: the leader's delete and its etcd watch meet)
         # Unlisted first, so new frames get UNKNOWN_TOPIC; then the last group finishes.
         self._topics.pop(topic.id, None)
         committer = self._committers.pop(topic.id, None)

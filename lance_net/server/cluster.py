@@ -282,9 +282,6 @@ class ClusterRole:
                 await asyncio.sleep(RETRY_S)
                 self._nudge.set()
 
-    def nudge(self) -> None:
-        self._nudge.set()
-
     async def _watch_leader(self) -> None:
         while True:
             try:

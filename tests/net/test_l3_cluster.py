@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from lance_net.protocol import (Ack, ClusterStatusResponse, CreateTopic, ErrorResponse, GetClusterStatus,
-                                InitProducer, ListOffsets, OffsetsResponse, TopicResponse)
+from lance_net.protocol import (Ack, ClusterStatusResponse, CreateTopic, DeleteTopic, ErrorResponse,
+                                GetClusterStatus, InitProducer, ListOffsets, ListTopics,
+                                OffsetsResponse, SetRetention, TopicResponse)
 from lance_net.replication.testing import LocalCluster
 
 from .conftest import RawClient
@@ -224,3 +225,30 @@ def test_a_stopped_follower_does_not_hold_acks_back(cluster):
     finally:
         stopped.signal(signal.SIGCONT)
     until(lambda: fetched_values(stopped, topic_id) == expected, "the stopped follower catching up")
+
+
+def topics_on(node) -> dict:
+    with client(node) as conn:
+        reply = conn.request(ListTopics())
+    assert isinstance(reply, TopicResponse), reply
+    return {t["name"]: t for t in reply.data["topics"]}
+
+
+def test_topic_changes_reach_every_node_with_the_cluster_id(cluster):
+    leader = cluster.leader()
+    topic_id = create_topic(leader, "short-lived")
+    for node in cluster.nodes.values():
+        until(lambda: topics_on(node).get("short-lived", {}).get("id") == topic_id,
+              f"node {node.node_id} creating the topic with id {topic_id}")
+    with client(leader) as conn:
+        reply = conn.request(SetRetention(topic_id, 3600, 1 << 30))
+        assert isinstance(reply, TopicResponse), reply
+    for node in cluster.nodes.values():
+        until(lambda: topics_on(node)["short-lived"]["retention"] ==
+              {"max_age_secs": 3600, "max_bytes": 1 << 30}, f"node {node.node_id} retention")
+    with client(leader) as conn:
+        reply = conn.request(DeleteTopic(topic_id))
+        assert isinstance(reply, TopicResponse) and reply.data == {"deleted": topic_id}, reply
+    for node in cluster.nodes.values():
+        until(lambda: "short-lived" not in topics_on(node), f"node {node.node_id} deleting it")
+    assert create_topic(leader, "short-lived") > topic_id    # an id is never handed out again
