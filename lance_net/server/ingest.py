@@ -180,7 +180,6 @@ class GroupCommitter:
             message = f"write failed: {error}"
             log.error("topic %s: %s", self.topic.name, message)
             metrics.write_failures.inc()
-            self._on_durable(self.topic)
             durable = []
             for (_, ticket), outcome in zip(group, outcomes):
                 # Batches before the failure in log order are durable: ack them.
@@ -192,6 +191,7 @@ class GroupCommitter:
                     durable.append((ticket, outcome))
             if durable:
                 self._settle_durable(durable)
+            self._on_durable(self.topic)
         else:
             now = time.perf_counter()
             seconds = now - started
@@ -206,8 +206,8 @@ class GroupCommitter:
             observe = metrics.batch_latency_seconds.observe
             for _, ticket in group:
                 observe(now - ticket.received)
-            self._on_durable(self.topic)
             self._settle_durable([(ticket, outcome) for (_, ticket), outcome in zip(group, outcomes)])
+            self._on_durable(self.topic)
         if self._queue and not self._halted:
             self._start()
         else:
