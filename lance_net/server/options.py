@@ -159,6 +159,9 @@ class ServerOptions:
                               + ("cert" if files.cert else "key"))
         if files.client_ca and not files.cert:
             raise ConfigError("tls.client_ca: needs tls.cert and tls.key")
+        if replication.clustered and files.enabled:
+            raise ConfigError("tls: the L3 replication streams between nodes do not speak TLS "
+                              "yet; found tls.cert with replication.mode 'l3'")
         try:
             store = store_config(cfg)
         except ValueError as exc:

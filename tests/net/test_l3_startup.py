@@ -51,4 +51,8 @@ def test_l3_settings_are_checked_before_anything_starts(tmp_path):
     done = serve(tmp_path, "--config", str(tmp_path / "lance.toml"))
     assert done.returncode == 2
     assert "replication.lease_ttl_s: expected more than the margin (1000 ms), found 1 s" in done.stderr
+    (tmp_path / "tls.toml").write_text('[replication]\nmode = "l3"\nmembers = [1]\n'
+                                       '[tls]\ncert = "c.pem"\nkey = "k.pem"\n')
+    done = serve(tmp_path, "--config", str(tmp_path / "tls.toml"))
+    assert done.returncode == 2 and "do not speak TLS yet" in done.stderr
     assert not (tmp_path / "data").exists()
