@@ -75,6 +75,7 @@ class Leadership:
         self.links: dict[int, OutboundLink] = {}
         self.stopped = False
         self.opened = False
+        self._behind: set[int] = set()   # topics whose earlier epochs' bytes are not committed
 
     # -- what the outbound links use -----------------------------------------------------
 
@@ -96,8 +97,7 @@ class Leadership:
     def writable(self) -> bool:
         """Opened, and every topic's bytes from earlier epochs committed (a majority recorded
         this epoch), so even a duplicate of an earlier batch may be acknowledged at once."""
-        return (self.opened and not self.stopped
-                and all(s.tracker.committed >= s.tracker.epoch_start for s in self.topics.values()))
+        return self.opened and not self.stopped and not self._behind
 
     async def run(self) -> bool:
         """Check the positions, open every topic, stream to the followers. False: resigned."""
@@ -119,9 +119,13 @@ class Leadership:
                 return False
             await asyncio.sleep(TICK_S)
         await role.sync_topics()
+        if self.stopped:
+            return False
         role.broker.leadership_began()
         for topic in list(role.broker.topics()):
             await self.open_topic(topic)
+        if self.stopped:
+            return False   # the positions published since stay: they are current
         # From here on this node's log grows: its published positions would soon be stale.
         await role.withdraw_positions()
         for node in self.members:
@@ -148,10 +152,13 @@ class Leadership:
         state = LeaderTopic(topic, tracker, epochs)
         tracker.leader_wrote(state.durable)
         self.topics[topic.id] = state
+        if tracker.committed < start:
+            self._behind.add(topic.id)
         self.poke()
 
     def forget_topic(self, topic_id: int, reason: str) -> None:
         state = self.topics.pop(topic_id, None)
+        self._behind.discard(topic_id)
         if state is not None:
             _fail(state.pending, reason)
 
@@ -189,6 +196,8 @@ class Leadership:
         committed = state.tracker.committed
         if committed != state.announced:
             state.announced = committed
+            if committed >= state.tracker.epoch_start:
+                self._behind.discard(state.topic.id)
             self.role.broker.watermarks.advanced(state.topic.id)
         pending = state.pending
         if not pending or not self.role.coordinator.lease.valid():
@@ -281,6 +290,10 @@ class ClusterRole:
                 log.warning("cluster: %s", exc)
                 await asyncio.sleep(RETRY_S)
                 self._nudge.set()
+            except Exception:  # a fault of ours: log it, and keep the node in the cluster
+                log.exception("cluster: a role change failed; trying again")
+                await asyncio.sleep(RETRY_S)
+                self._nudge.set()
 
     async def _watch_leader(self) -> None:
         while True:
@@ -362,8 +375,8 @@ class ClusterRole:
 
     async def _lead(self, lead: Leadership) -> None:
         try:
-            if await lead.run():
-                return
+            if await lead.run() or self.leading is not lead:
+                return   # leading, or this leadership already ended (another may have begun)
             self._campaign_after = asyncio.get_running_loop().time() + BEHIND_BACKOFF_S
             await self._stop_leading(self.not_leader())
             await self.coordinator.resign()
@@ -472,6 +485,8 @@ class ClusterRole:
                             await self.ensure_topic(json.loads(event.kv.value))
             except (EtcdError, OSError, LanceError) as exc:
                 log.warning("topic watch: %s", exc)
+            except Exception:  # a fault of ours: the watch starts over with a full sync
+                log.exception("topic watch failed")
             await asyncio.sleep(RETRY_S)
 
     async def sync_topics(self) -> int:
