@@ -202,7 +202,8 @@ class Leadership:
         pending = state.pending
         if not pending or not self.role.coordinator.lease.valid():
             return
-        while pending and pending[0][1] <= committed:
+        acknowledgeable = state.tracker.acknowledgeable
+        while pending and acknowledgeable(pending[0][1]):
             pending.popleft()[0].settle(None)
 
     def tick(self) -> None:
