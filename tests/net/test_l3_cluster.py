@@ -3,6 +3,7 @@ acknowledged writes on every follower, identical sealed segments, reads below th
 index only, redirects from followers, and acks that do not wait for a stopped follower."""
 import hashlib
 import signal
+import socket
 import time
 
 import pytest
@@ -206,7 +207,7 @@ def _replied(conn: RawClient) -> bool:
     """Whether the server sent anything within a short look (it must not have)."""
     conn.sock.settimeout(0.5)
     try:
-        data = conn.sock.recv(1, __import__("socket").MSG_PEEK)
+        data = conn.sock.recv(1, socket.MSG_PEEK)
     except (TimeoutError, OSError):
         return False
     return bool(data)
