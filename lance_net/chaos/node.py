@@ -57,6 +57,11 @@ class SpawnedNode:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def restarted_pid(self) -> int:
+        """The process id of the broker started last."""
+        return self.process.pid
+
     async def start(self, timeout: float = START_TIMEOUT_S) -> None:
         """Start the broker and return once it listens (recovery done: LWP opens after it)."""
         with open(self.log_path, "ab") as log:

@@ -20,6 +20,7 @@ from lance_net.client.options import ClientOptions
 from lance_net.protocol import ListOffsets
 
 from .ledger import Ledger, Verdict, sequences_of, stamp
+from .cluster import SpawnedCluster
 from .node import SpawnedNode
 
 # Records due are sent every tick as one batch: smooth enough for a rate, few enough frames.
@@ -98,7 +99,7 @@ class ChaosRun:
     """
 
     def __init__(self, endpoint: str, options: ClientOptions, settings: ChaosSettings,
-                 node: SpawnedNode | None = None, echo: Callable[[str], None] = lambda s: None):
+                 node: SpawnedNode | SpawnedCluster | None = None, echo: Callable[[str], None] = lambda s: None):
         if settings.kill_every_s is not None and node is None:
             raise ValueError("kill_every_s: killing needs a node this run started (spawn one)")
         self.endpoint = endpoint
@@ -247,7 +248,10 @@ class ChaosRun:
         attempt = 0
         while True:
             target = self._catch_up_to
-            if target is not None and consumer.position >= target:
+            if target is not None and consumer.position >= target and not self.ledger.verdict().gaps:
+                # Past the end read after the drain, and every acknowledged record is in: a
+                # follower's end can trail the leader's last acks by a heartbeat, so the
+                # end alone does not say the consumer saw them (the drain timeout bounds this).
                 return
             try:
                 batch = await consumer.poll_batch()
@@ -286,7 +290,7 @@ class ChaosRun:
             node.kill()
             await node.start()
             self._restarted_at = time.monotonic()
-            self.echo(f"chaos: SIGKILL {pid}, restarted as {node.process.pid} in "
+            self.echo(f"chaos: SIGKILL {pid}, restarted as {node.restarted_pid} in "
                       f"{self._restarted_at - self._killed_at:.2f} s (kill {node.kills})")
             # The next kill waits for an ack after this restart (so each kill is measured and
             # the clients make progress between kills), for at most one period.

@@ -1,5 +1,6 @@
 """`lance-net chaos`: produce sequence-numbered records, consume them back, and count what went
-missing or came twice, optionally while SIGKILLing a broker this command started.
+missing or came twice, optionally while SIGKILLing a broker (or an L3 cluster's leader) that this
+command started.
 
 Owns the command line and the summary; the run is lance_net.chaos's.
 """
@@ -11,18 +12,23 @@ import click
 
 from lance_store.clikit import console, emit_json, err_console, handle_errors, table
 
-from lance_net.chaos import ChaosReport, ChaosRun, ChaosSettings, SpawnedNode
+from lance_net.chaos import ChaosReport, ChaosRun, ChaosSettings, SpawnedCluster, SpawnedNode
 from lance_net.client.cliopts import client_options, run_command
 
 
 async def chaos(endpoint, options, settings: ChaosSettings, *, spawn: bool, data_dir,
-                echo) -> ChaosReport:
+                echo, nodes: int = 1) -> ChaosReport:
     if not spawn:
         return await ChaosRun(endpoint, options, settings, echo=echo).run()
-    node = SpawnedNode(data_dir)
+    node = SpawnedNode(data_dir) if nodes == 1 else SpawnedCluster(nodes)
     try:
         await node.start()
-        echo(f"chaos: spawned broker {node.process.pid} on {node.endpoint}, data {node.data_dir}")
+        if nodes == 1:
+            echo(f"chaos: spawned broker {node.process.pid} on {node.endpoint}, "
+                 f"data {node.data_dir}")
+        else:
+            echo(f"chaos: spawned an L3 cluster of {nodes} nodes on {node.endpoint} "
+                 f"(etcd {node.etcd.url}), leader {node.process.pid}")
         return await ChaosRun(node.endpoint, options, settings, node, echo=echo).run()
     finally:
         node.close()
@@ -63,6 +69,9 @@ def summary(report: ChaosReport) -> None:
                    "and run against it instead of --endpoint.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Data directory of the --spawn broker (kept afterwards).")
+@click.option("--nodes", type=click.IntRange(1), default=1, show_default=True,
+              help="With --spawn: start an L3 cluster of this many nodes (3 or more) on a "
+                   "local etcd instead of one broker; --kill-leader-every then kills its leader.")
 @click.option("--kill-leader-every", "kill_every", type=click.FloatRange(0.1), default=None,
               metavar="SECONDS", help="With --spawn: SIGKILL the broker this often and start it "
                                       "again on the same port and data directory.")
@@ -71,7 +80,7 @@ def summary(report: ChaosReport) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON line last.")
 @client_options
 @handle_errors
-def command(topic, rate, duration, msg_size, spawn, data_dir, kill_every, drain_timeout,
+def command(topic, rate, duration, msg_size, spawn, data_dir, nodes, kill_every, drain_timeout,
             as_json, endpoint, options):
     """Produce sequence-numbered records at --rate for --duration seconds through the
     idempotent producer while consuming them from the start offset, then report records
@@ -84,10 +93,17 @@ def command(topic, rate, duration, msg_size, spawn, data_dir, kill_every, drain_
                                "add --spawn")
     if data_dir is not None and not spawn:
         raise click.UsageError("--data-dir is the data directory of a --spawn broker: add --spawn")
+    if nodes > 1 and not spawn:
+        raise click.UsageError("--nodes starts a local cluster: add --spawn")
+    if nodes == 2:
+        raise click.UsageError("--nodes 2: a two-node cluster stops at the first kill; use 3 or more")
+    if nodes > 1 and data_dir is not None:
+        raise click.UsageError("--data-dir is for one spawned broker; a cluster's nodes live in "
+                               "a scratch directory")
     settings = ChaosSettings(topic=topic, rate=rate, duration_s=duration, msg_size=msg_size,
                              kill_every_s=kill_every, drain_timeout_s=drain_timeout)
     report = run_command(chaos(endpoint, options, settings, spawn=spawn, data_dir=data_dir,
-                               echo=lambda line: err_console.print(line, highlight=False,
+                               nodes=nodes, echo=lambda line: err_console.print(line, highlight=False,
                                                                    markup=False)))
     summary(report)
     if as_json:

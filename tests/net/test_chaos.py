@@ -54,6 +54,29 @@ def test_spawned_broker_killed_every_1_5_s_loses_nothing(tmp_path):
     assert any(data_dir.iterdir())  # the given data directory stays
 
 
+def test_a_spawned_l3_cluster_whose_leader_is_killed_loses_nothing():
+    """Three nodes on a real etcd; the leader is SIGKILLed twice and the clients, given every
+    node, follow the new leader: nothing acknowledged is lost or consumed twice."""
+    code, report, stderr = chaos("--spawn", "--nodes", "3", "--duration", "9", "--rate", "400",
+                                 "--kill-leader-every", "3", timeout=240)
+    assert code == 0, (stderr, report)
+    assert report["endpoint"].count(",") == 2
+    assert report["kills"] >= 2, stderr
+    assert report["gaps"] == 0, report["first_gaps"]
+    assert report["duplicates"] == 0 and report["out_of_order"] == 0
+    assert report["produced"] > 0 and report["consumed"] == report["produced"]
+    assert report["producer_reconnects"] >= 2
+    assert "spawned an L3 cluster of 3 nodes" in stderr
+
+
+def test_cluster_options_need_spawn_and_three_nodes():
+    for args in (["--nodes", "3"], ["--spawn", "--nodes", "2"]):
+        done = subprocess.run([*lance_net_command(), "chaos", *args], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "--nodes" in done.stderr
+
+
 def test_kill_needs_a_spawned_broker(broker):
     done = subprocess.run([*lance_net_command(), "chaos", "-e", broker.endpoint,
                            "--kill-leader-every", "1"], capture_output=True, text=True, timeout=60)
