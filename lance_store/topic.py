@@ -140,7 +140,7 @@ class Topic:
         self._committing = False
         self._failed: str | None = None
         self._writer: SegmentWriter | None = None
-        self._read_fds: dict[str, int] = {}
+        self._read_fds: dict[str, _ReadFd] = {}
         self._ahead: dict[str, int] = {}     # segment path -> file position read ahead to
         self.producers: dict[int, tuple[int, int]] = {}  # producer_id -> (last seq, batch offset)
         state = recover_topic(folder, readonly=readonly, interval=self.config.index_interval_bytes,
@@ -679,18 +679,30 @@ class Topic:
 
     # -- reads -----------------------------------------------------------------------
 
-    def _read_fd(self, seg: SegmentFile) -> int:
-        fd = self._read_fds.get(seg.path)
-        if fd is None:
-            fd = os.open(seg.path, os.O_RDONLY)
-            self._read_fds[seg.path] = fd
-        return fd
+    def _begin_read(self, seg: SegmentFile) -> _ReadFd:
+        """The shared read descriptor of `seg` for one read made after the lock is let go
+        (the caller holds it now); `_end_read` gives it back. A seal, truncation or
+        retention closes a descriptor only once no read is using it."""
+        handle = self._read_fds.get(seg.path)
+        if handle is None:
+            handle = self._read_fds[seg.path] = _ReadFd(os.open(seg.path, os.O_RDONLY))
+        handle.readers += 1
+        return handle
+
+    def _end_read(self, handle: _ReadFd) -> None:
+        with self._lock:
+            handle.readers -= 1
+            if handle.closing and not handle.readers:
+                os.close(handle.fd)
 
     def _close_read_fd(self, path: str) -> None:
         self._ahead.pop(path, None)
-        fd = self._read_fds.pop(path, None)
-        if fd is not None:
-            os.close(fd)
+        handle = self._read_fds.pop(path, None)
+        if handle is not None:
+            if handle.readers:
+                handle.closing = True      # the last reader closes it
+            else:
+                os.close(handle.fd)
 
     def _segment_for(self, offset: int) -> SegmentFile:
         i = bisect.bisect_right(self._bases, offset) - 1
@@ -714,15 +726,18 @@ class Topic:
             if offset == self._high:
                 return b"", offset, 0
             seg = self._segment_for(offset)
-            fd = self._read_fd(seg)
+            handle = self._begin_read(seg)
             end = seg.end
-        start = seg.index.floor_offset(offset)
-        if start is None or start < seg.name.base:
-            start = seg.name.base
-        if start != offset:
-            locate(fd, seg.name.base, start, offset)
-        out = read_batches(fd, seg.name.base, end, offset, max_bytes)
-        self._read_ahead(seg.path, fd, out[1] - seg.name.base)
+        try:
+            start = seg.index.floor_offset(offset)
+            if start is None or start < seg.name.base:
+                start = seg.name.base
+            if start != offset:
+                locate(handle.fd, seg.name.base, start, offset)
+            out = read_batches(handle.fd, seg.name.base, end, offset, max_bytes)
+            self._read_ahead(seg.path, handle.fd, out[1] - seg.name.base)
+        finally:
+            self._end_read(handle)
         return out
 
     def _read_ahead(self, path: str, fd: int, pos: int) -> None:
@@ -791,18 +806,17 @@ class Topic:
             if seg.size == 0:
                 continue
             start = seg.index.floor_time(ts_ns)
-            off = seg.name.base if start is None else start
-            fd = self._read_fd(seg)
-            while off < seg.end:
-                hdr, size = read_unit(fd, off - seg.name.base)
-                if size == 0:
-                    break
-                if hdr is not None and hdr.base_offset != off and off != seg.name.base:
-                    off = seg.name.base     # a wrong index entry: walk from the segment start
-                    continue
-                if hdr is not None and hdr.last_timestamp_ns >= ts_ns:
-                    return off
-                off += size
+            with self._lock:
+                if seg not in self.segments:
+                    continue            # removed by retention meanwhile
+                handle = self._begin_read(seg)
+            try:
+                found = _walk_to_time(handle.fd, seg, seg.name.base if start is None else start,
+                                      ts_ns)
+            finally:
+                self._end_read(handle)
+            if found is not None:
+                return found
         return high
 
     # -- retention -------------------------------------------------------------------
@@ -892,6 +906,31 @@ class _Request:
         if self.error is not None:
             raise self.error
         return self.result
+
+
+@dataclass(slots=True)
+class _ReadFd:
+    """A segment's read descriptor and the reads using it right now."""
+
+    fd: int
+    readers: int = 0
+    closing: bool = False
+
+
+def _walk_to_time(fd: int, seg: SegmentFile, off: int, ts_ns: int) -> int | None:
+    """From batch start `off`, the first batch of `seg` whose last timestamp is at or after
+    `ts_ns`, or None."""
+    while off < seg.end:
+        hdr, size = read_unit(fd, off - seg.name.base)
+        if size == 0:
+            break
+        if hdr is not None and hdr.base_offset != off and off != seg.name.base:
+            off = seg.name.base     # a wrong index entry: walk from the segment start
+            continue
+        if hdr is not None and hdr.last_timestamp_ns >= ts_ns:
+            return off
+        off += size
+    return None
 
 
 class _Big:

@@ -202,3 +202,25 @@ def test_a_cluster_assigned_topic_id_is_kept_and_never_reused(store, tmp_path):
     store.close()
     with lance_store.open(tmp_path / "data") as s2:
         assert s2.topic("assigned").id == 42 and s2.create_topic("later").id == 44
+
+
+def test_a_read_keeps_its_descriptor_while_a_seal_closes_the_segment(store, monkeypatch):
+    """The segment is sealed (and its shared read descriptor retired) after read_raw let go of
+    the topic's lock and before it reads: the read still reads that segment."""
+    import threading
+
+    from lance_store import topic as topic_module
+    t = store.create_topic("sealing")
+    first = t.append([b"x" * 100, b"y" * 100])
+    real_read = topic_module.read_batches
+
+    def seal_first(*args):
+        sealer = threading.Thread(target=t.seal_active)
+        sealer.start()
+        sealer.join()
+        return real_read(*args)
+
+    monkeypatch.setattr(topic_module, "read_batches", seal_first)
+    data, nxt, count = t.read_raw(0, 1 << 20)
+    assert (nxt, count) == (first.next_offset, 2)
+    assert len(t.segments) == 2 and t.segments[0].name.sealed
