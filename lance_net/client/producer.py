@@ -289,12 +289,32 @@ class Producer:
             self.endpoint = admin.session.endpoint  # the leader, after redirects
         finally:
             await admin.close()
-        await self._connect()
+        await self._first_connect()
         if self.producer_id and high is not None:
             self.locator = OffsetLocator(self.endpoint, self.options, self.topic_id,
                                          self.producer_id, high, seeds=self.seeds)
         self._started = True
         return self
+
+    async def _first_connect(self) -> None:
+        """`_connect`, retrying what a cluster in the middle of an election answers (a leader
+        not writable yet, no leader known, a node gone with seeds left) for failover_timeout_s."""
+        deadline = self._loop.time() + self.options.failover_timeout_s
+        attempt = 0
+        while True:
+            try:
+                return await self._connect()
+            except (BrokerError, ConnectionLost) as exc:
+                if isinstance(exc, BrokerError) and not exc.retryable:
+                    raise
+                if isinstance(exc, ConnectionLost):
+                    if "," not in self.seeds:
+                        raise
+                    self.endpoint = self.seeds
+                if self._loop.time() >= deadline:
+                    raise
+            attempt += 1
+            await asyncio.sleep(self.options.backoff.delay(attempt))
 
     async def _connect(self) -> None:
         redirects = 0
