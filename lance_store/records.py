@@ -161,9 +161,25 @@ encoded_size, encode_into, ENCODER, _native_encode = _load_encoder()
 
 def padding(n: int) -> bytes:
     """A padding record occupying exactly n bytes (n >= 5)."""
+    out = bytearray(n)
+    put_padding(out, 0, n)
+    return bytes(out)
+
+
+_ZEROS = memoryview(bytes(64 * 1024))
+
+
+def put_padding(buf, pos: int, n: int) -> None:
+    """Write a padding record of exactly n bytes (n >= 5) at buf[pos:pos + n], in place."""
     if n < HEADER_LEN:
         raise ValueError(f"a padding record needs at least {HEADER_LEN} bytes, got {n}")
-    return _TL.pack(PADDING, n - HEADER_LEN) + bytes(n - HEADER_LEN)
+    _TL.pack_into(buf, pos, PADDING, n - HEADER_LEN)
+    pos += HEADER_LEN
+    end = pos + n - HEADER_LEN
+    while pos < end:       # zeros without allocating them (a pooled buffer holds old bytes)
+        step = min(end - pos, len(_ZEROS))
+        buf[pos:pos + step] = _ZEROS[:step]
+        pos += step
 
 
 def iter_tlv(buf, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, int, int, int]]:

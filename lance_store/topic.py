@@ -21,7 +21,9 @@ from . import fsutil, scanner
 from . import index as sparse_index
 from .errors import CorruptionError, OffsetError, ReadOnlyError, WriteFailedError
 from .groupfill import fill_group
-from .records import HEADER_LEN, RAW, Record, encode, encode_into, encode_uniform, encoded_size, padding
+from .pipeline import AsyncAppender, _Flight
+from .records import (HEADER_LEN, RAW, Record, encode, encode_into, encode_uniform, encoded_size,
+                      put_padding)
 from .recovery import SegmentFile, TopicState, cut_tail, older_producers, recover_topic
 from .segment import naming
 from .segment.header import BATCH_OVERHEAD, BatchHeader, encode_batch
@@ -290,7 +292,6 @@ class Topic:
             # WAL appends block; a worker thread keeps them off the event loop.
             return asyncio.get_running_loop().run_in_executor(None, self._combine, item)
         if self._async is None:
-            from .pipeline import AsyncAppender
             self._async = AsyncAppender(self, self.store.completions,
                                         sync=self.config.durability != "async")
         if isinstance(item, BatchSpec):
@@ -331,7 +332,6 @@ class Topic:
     def _build_group(self, queue, sync: bool, *, pad: bool = False):
         """Fill one group buffer from the head of `queue` and submit it (event loop);
         `pad` ends it on a block boundary even when nothing is left queued."""
-        from .pipeline import _Flight
         with self._lock:
             self._check_writable()
             g = self._writer.begin(block=False)
@@ -371,7 +371,8 @@ class Topic:
             gap += 4096
         if not gap or gap > g.room:
             return 0
-        g.put(padding(gap))
+        put_padding(g.buf, g.fill, gap)
+        g.fill += gap
         return gap
 
     def add_listener(self, callback) -> None:

@@ -182,14 +182,25 @@ static int as_u64(PyObject *o, uint64_t *out, const char *what, Py_ssize_t i)
     return 0;
 }
 
-/* One result tuple of the given NamedTuple type without running its Python __new__. */
-static PyObject *make_result(PyObject *type, PyObject *fields)
+static PyObject *str_popleft;   /* interned "popleft" */
+
+/* A tuple of the given type (a tuple subclass such as a NamedTuple) holding `n` new
+   references, built the way tuple's own subtype constructor does it, without running a
+   Python __new__; the references are stolen, also on failure. */
+static PyObject *tuple_of(PyTypeObject *type, Py_ssize_t n, PyObject **items)
 {
-    PyObject *args = PyTuple_Pack(1, fields);
-    if (!args) return NULL;
-    PyObject *r = PyTuple_Type.tp_new((PyTypeObject *)type, args, NULL);
-    Py_DECREF(args);
-    return r;
+    PyObject *t = NULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!items[i]) goto fail;
+    t = type == &PyTuple_Type ? PyTuple_New(n) : type->tp_alloc(type, n);
+    if (!t) goto fail;
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyTuple_SET_ITEM(t, i, items[i]);
+    return t;
+fail:
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_XDECREF(items[i]);
+    return NULL;
 }
 
 /* fill_group(queue, buf, fill, cursor, cursor_limit, wall_ns, last_ns, sequence, key_prefix,
@@ -281,12 +292,22 @@ static PyObject *fill_group(PyObject *self, PyObject *args)
         put_header(dst + fill, cursor, ts, low, pid, pseq, (uint32_t)count, (uint32_t)size,
                    lnc_crc32c(0, dst + start, (size_t)size));
 
-        PyObject *fields = Py_BuildValue("(KKKKK)", cursor, cursor + (unsigned long long)total, count, ts, low);
-        PyObject *result = fields ? make_result(result_type, fields) : NULL;
-        Py_XDECREF(fields);
-        PyObject *w = result ? PyTuple_Pack(2, PyTuple_GET_ITEM(q, Q_FUTURE), result) : NULL;
-        Py_XDECREF(result);
-        PyObject *pend = Py_BuildValue("(KKK)", cursor, ts, low);
+        /* result_type(offset, next_offset, record_count, ts, key_low), and for the index
+           (offset, ts, key_low): the three shared ints are made once. */
+        PyObject *off_o = PyLong_FromUnsignedLongLong(cursor);
+        PyObject *ts_o = PyLong_FromUnsignedLongLong(ts);
+        PyObject *low_o = PyLong_FromUnsignedLongLong(low);
+        PyObject *count_o = PyTuple_GET_ITEM(q, Q_COUNT);
+        Py_XINCREF(off_o); Py_XINCREF(ts_o); Py_XINCREF(low_o); Py_INCREF(count_o);
+        PyObject *rfields[5] = {off_o, PyLong_FromUnsignedLongLong(cursor + (unsigned long long)total),
+                                count_o, ts_o, low_o};
+        PyObject *result = tuple_of((PyTypeObject *)result_type, 5, rfields);
+        PyObject *future = PyTuple_GET_ITEM(q, Q_FUTURE);
+        Py_INCREF(future);
+        PyObject *wfields[2] = {future, result};
+        PyObject *w = tuple_of(&PyTuple_Type, 2, wfields);
+        PyObject *pfields[3] = {off_o, ts_o, low_o};
+        PyObject *pend = tuple_of(&PyTuple_Type, 3, pfields);
         int bad = !w || !pend || PyList_Append(waiters, w) < 0 || PyList_Append(pending, pend) < 0;
         Py_XDECREF(w);
         Py_XDECREF(pend);
@@ -306,7 +327,7 @@ static PyObject *fill_group(PyObject *self, PyObject *args)
     /* Only a group that was filled whole leaves the queue: after an error every
        batch is still queued, where the caller fails them all. */
     for (Py_ssize_t i = 0; i < n_taken; i++) {
-        PyObject *popped = PyObject_CallMethod(queue, "popleft", NULL);
+        PyObject *popped = PyObject_CallMethodNoArgs(queue, str_popleft);
         if (!popped) goto done;
         Py_DECREF(popped);
     }
@@ -331,5 +352,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_encode", "TLV encod
 PyMODINIT_FUNC PyInit__encode(void)
 {
     lnc_crc32c_init();
+    str_popleft = PyUnicode_InternFromString("popleft");
+    if (!str_popleft) return NULL;
     return PyModule_Create(&module);
 }

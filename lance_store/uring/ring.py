@@ -93,6 +93,10 @@ class UringBackend(WriteBackend):
         self._ring = out[0]
         self._capacity = lib.lnc_ring_capacity(self._ring)
         self._cqes = ffi.new("lnc_completion[]", 2 * self._capacity)
+        # The piece table and counter a submission hands the C side; the ring copies
+        # them into its entries at once, so one of each serves every submission.
+        self._table = ffi.new("lnc_piece[]", self._capacity)
+        self._fixed = ffi.new("unsigned *")
         self._ledger = GroupLedger()
         self._lock = self._ledger.lock
         self._rounds: dict[int, _Flight] = {}
@@ -208,7 +212,7 @@ class UringBackend(WriteBackend):
         if not todo and flight.sync == lib.LNC_SYNC_NONE:
             self._finish(flight, 0, signaled=False)
             return
-        table = ffi.new("lnc_piece[]", max(len(todo), 1))
+        table = self._table
         for slot, i in enumerate(todo):
             buf, length, offset = flight.pieces[i]
             done = flight.landed[i]
@@ -217,7 +221,7 @@ class UringBackend(WriteBackend):
             table[slot].offset = offset + done
         self._serial += 1
         serial = self._serial
-        fixed = ffi.new("unsigned *")
+        fixed = self._fixed
         rc = lib.lnc_ring_submit_group(self._ring, flight.fd, table, len(todo), flight.sync,
                                        serial << _INDEX_BITS, fixed)
         if rc == -errno.EAGAIN:
