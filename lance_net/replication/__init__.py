@@ -7,7 +7,7 @@
 from .coordinator import Coordinator, LeaderInfo, NodeInfo, NotLeaderError
 from .epochs import EpochEntry, EpochsFile, divergence_point
 from .etcd import EtcdClient, EtcdError, EtcdUnavailable, LeaseNotFound
-from .follower import Follower, FullResyncNeeded, ReplicationError, StaleEpoch
+from .follower import ForeignSeed, Follower, FullResyncNeeded, ReplicationError, StaleEpoch
 from .lease import Lease
 from .quorum import LogPosition, QuorumTracker, committed_offset, may_accept_writes, required_copies
 from .source import messages_from
@@ -16,7 +16,7 @@ from .wire import (FollowerReply, Preamble, Replicate, ReplicationProtocolError,
 
 __all__ = [
     "Coordinator", "EpochEntry", "EpochsFile", "EtcdClient", "EtcdError", "EtcdUnavailable",
-    "Follower", "FollowerReply", "FullResyncNeeded", "LeaderInfo", "Lease", "LeaseNotFound",
+    "Follower", "FollowerReply", "ForeignSeed", "FullResyncNeeded", "LeaderInfo", "Lease", "LeaseNotFound",
     "LogPosition", "NodeInfo", "NotLeaderError", "Preamble", "QuorumTracker", "Replicate",
     "ReplicationError", "ReplicationProtocolError", "ReplicationReceiver", "ReplyReceiver",
     "StaleEpoch", "Status", "committed_offset", "divergence_point", "may_accept_writes",

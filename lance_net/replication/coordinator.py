@@ -16,6 +16,9 @@ Keys:
   /<cluster>/epochs/<topic-id>     the current leader's epochs file of the topic, published
                                    (fenced) before its first write, read by followers to
                                    cut their logs back to the leader's (`follower.reconcile`)
+  /<cluster>/seed                  the cluster id (node.json) of the data directory the cluster
+                                   was seeded from: logs written before the cluster existed
+                                   are shared only by nodes restored from that same copy
 
 Every id comes from a compare-and-swap on its counter, so two nodes creating at the same
 moment never get the same id. Writes made on behalf of a leader can be fenced: given the
@@ -82,6 +85,7 @@ class Coordinator:
         self.producer_counter = root + "counters/producer-id"
         self.epochs_prefix = root + "epochs/"
         self.positions_prefix = root + "positions/"
+        self.seed_key = root + "seed"
 
     @classmethod
     def from_settings(cls, cfg: dict) -> "Coordinator":
@@ -210,6 +214,23 @@ class Coordinator:
                 return value
             await self._check_fence(epoch, counter)
 
+    async def reserve_ids(self, *, next_topic_id: int, next_producer_id: int,
+                          epoch: int | None = None) -> None:
+        """Move the id counters to at least these values: ids a seeded data directory
+        already used are never handed out again."""
+        for counter, at_least in ((self.topic_counter, next_topic_id),
+                                  (self.producer_counter, next_producer_id)):
+            while True:
+                kv = await self.client.get(counter)
+                if kv is not None and int(kv.value) >= at_least:
+                    break
+                guard = compare_modified(counter, kv.mod_revision) if kv else compare_created(counter, 0)
+                result = await self.client.txn([guard] + self._fence(epoch),
+                                               [put_op(counter, str(at_least))], key=counter)
+                if result.succeeded:
+                    break
+                await self._check_fence(epoch, counter)
+
     # -- failover positions --------------------------------------------------------
 
     async def publish_positions(self, positions: Mapping[int, LogPosition]) -> None:
@@ -278,6 +299,51 @@ class Coordinator:
             existing = result.ranges()[0]
             if existing:
                 return json.loads(existing[0].value), False
+
+    async def register_topic(self, meta: dict, *, epoch: int | None = None) -> tuple[dict, bool]:
+        """A topic that already exists on disk (a seeded copy), added with its own id.
+
+        Returns (topic JSON, registered); an existing name is left as it is. Raises EtcdError
+        when another topic holds the id. The counter moves past the id in the same step.
+        """
+        name, topic_id = meta["name"], int(meta["id"])
+        key, id_key = self.topics_prefix + name, f"{self.topic_ids_prefix}{topic_id}"
+        while True:
+            counter = await self.client.get(self.topic_counter)
+            value = max(int(counter.value) if counter else 1, topic_id + 1)
+            guard = (compare_modified(self.topic_counter, counter.mod_revision) if counter
+                     else compare_created(self.topic_counter, 0))
+            result = await self.client.txn(
+                [guard, compare_created(key, 0), compare_created(id_key, 0)] + self._fence(epoch),
+                [put_op(self.topic_counter, str(value)), put_op(key, json.dumps(meta)),
+                 put_op(id_key, name)],
+                [range_op(key), range_op(id_key)], key=key)
+            if result.succeeded:
+                return meta, True
+            await self._check_fence(epoch, key)
+            existing, holder = result.ranges()
+            if existing:
+                return json.loads(existing[0].value), False
+            if holder:
+                raise EtcdError(self.client.endpoint, id_key,
+                                f"topic {name!r}: expected id {topic_id} free, found it taken by "
+                                f"topic {holder[0].value.decode()!r}")
+
+    async def claim_seed(self, cluster_id: str, *, epoch: int | None = None) -> str:
+        """Record `cluster_id` as the copy this cluster was seeded from, unless one already
+        is; returns the recorded one."""
+        result = await self.client.txn([compare_created(self.seed_key, 0)] + self._fence(epoch),
+                                       [put_op(self.seed_key, cluster_id)],
+                                       [range_op(self.seed_key)], key=self.seed_key)
+        if result.succeeded:
+            return cluster_id
+        await self._check_fence(epoch, self.seed_key)
+        return result.ranges()[0][0].value.decode()
+
+    async def seed(self) -> str | None:
+        """The cluster id of the copy this cluster was seeded from (None: not seeded)."""
+        kv = await self.client.get(self.seed_key)
+        return kv.value.decode() if kv else None
 
     async def topic(self, name: str) -> dict | None:
         kv = await self.client.get(self.topics_prefix + name)

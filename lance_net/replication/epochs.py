@@ -18,6 +18,9 @@ from typing import Sequence
 from lance_store import fsutil
 
 EPOCHS = "epochs"
+# Leader epochs are etcd revisions, never 0: 0 names the bytes a log held before it had any
+# leader (a data directory the cluster was seeded from).
+PRE_CLUSTER = 0
 
 
 class EpochsError(ValueError):
@@ -59,12 +62,18 @@ def end_of(entries: Sequence[EpochEntry], epoch: int, log_end: int) -> int:
 
 
 def divergence_point(leader: Sequence[EpochEntry], leader_end: int,
-                     follower: Sequence[EpochEntry], follower_end: int) -> int:
+                     follower: Sequence[EpochEntry], follower_end: int, *,
+                     seeded: bool = False) -> int:
     """The offset up to which the follower's log certainly equals the leader's.
 
     The end of the last epoch both files hold (the smaller of the two ends), capped by the
-    follower's end; 0 when they share no epoch.
+    follower's end; 0 when they share no epoch. `seeded`: both logs were restored from the
+    copy the cluster was seeded from, so the bytes before each file's first entry (written
+    before the cluster existed) count as one shared epoch, PRE_CLUSTER.
     """
+    if seeded:
+        leader = [EpochEntry(PRE_CLUSTER, 0), *leader]
+        follower = [EpochEntry(PRE_CLUSTER, 0), *follower]
     shared = {e.epoch for e in leader} & {e.epoch for e in follower}
     if not shared:
         return 0
@@ -82,6 +91,10 @@ class EpochsFile:
                 self.entries = parse(f.read(), path=self.path)
         except FileNotFoundError:
             self.entries = []
+
+    def first_start(self, log_end: int) -> int:
+        """Where the first leader began: the bytes below predate the cluster."""
+        return self.entries[0].start_offset if self.entries else log_end
 
     @property
     def last_epoch(self) -> int:

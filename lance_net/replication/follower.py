@@ -19,7 +19,9 @@ Rules:
    their start, so the file never claims an epoch for bytes the node does not hold.
 5. Reconciliation: before following a leader, the follower cuts its log to the divergence
    point of the two epochs files (`epochs.divergence_point`). Only the active segment can
-   be cut; a divergence inside a sealed segment needs a full resync of the topic.
+   be cut; a divergence inside a sealed segment needs a full resync of the topic. Bytes
+   written before the cluster existed are shared only when the cluster was seeded from the
+   copy this node was restored from.
 6. Replies are sent after the bytes are durable: `apply()` returns once they are.
 7. A heartbeat for topic 0 (no topic has that id) only says the stream is alive: it is
    answered OK, so a leader of no topics still shows its followers it is there.
@@ -54,6 +56,11 @@ class StaleEpoch(ReplicationError):
 
 class FullResyncNeeded(ReplicationError):
     """The log diverges inside a sealed segment, which is never rewritten in place."""
+
+
+class ForeignSeed(ReplicationError):
+    """A node holds bytes from before the cluster, restored from another copy than the one
+    the cluster was seeded from: it must not lead with them."""
 
 
 @dataclass
@@ -174,12 +181,14 @@ class Follower:
     # -- reconciliation --------------------------------------------------------------------
 
     def reconcile(self, topic_id: int, leader_epochs: Sequence[EpochEntry],
-                  leader_end: int | None = None) -> int:
+                  leader_end: int | None = None, *, seeded: bool = False) -> int:
         """Cut this node's log of the topic back to where it agrees with the leader's.
 
         `leader_epochs` is the leader's epochs file (as `Coordinator.leader_epochs` returns
         it). `leader_end` may be left out: whatever this node holds of the leader's own
         epoch came from that leader, which never cuts its own log while it leads.
+        `seeded`: this node's data directory and the cluster were seeded from one copy, so
+        the bytes both logs held before the cluster existed are the same.
         Returns the offset the leader should stream from. Raises FullResyncNeeded when the
         logs part inside a sealed segment.
         """
@@ -188,7 +197,7 @@ class Follower:
         rep = self.replica(topic_id)
         topic = rep.topic
         end = topic.high_watermark
-        point = divergence_point(leader_epochs, leader_end, rep.epochs.entries, end)
+        point = divergence_point(leader_epochs, leader_end, rep.epochs.entries, end, seeded=seeded)
         if point < end:
             self.truncate(topic_id, point)
         # Entries from `point` on describe no byte the two logs share (even with none cut).
@@ -209,6 +218,11 @@ class Follower:
         rep.epochs.truncate(offset)
         rep.committed = min(rep.committed, offset)
         return cut
+
+    def predates_cluster(self, topic_id: int) -> bool:
+        """Whether the topic holds bytes written before any leader (a seeded copy's)."""
+        rep = self.replica(topic_id)
+        return rep.epochs.first_start(rep.topic.high_watermark) > 0
 
     def committed_offset(self, topic_id: int) -> int:
         """Where Fetch may read up to on this follower: what a majority holds."""

@@ -9,8 +9,9 @@ Transitions run one at a time (`_step`), on every change of the leader key, of t
 or of the stream this node follows:
 - no leader: publish this node's positions (it follows no stream, so they stay true) and
   campaign;
-- won: wait for a majority's positions; resign if behind, else record the epoch in every
-  topic, publish it, stream to every follower, and take writes once a majority recorded it;
+- won: wait for a majority's positions; resign if behind, else register the topics etcd does
+  not list yet (a data directory restored from a DR copy), record the epoch in every topic,
+  publish it, stream to every follower, and take writes once a majority recorded it;
 - another node leads: take its stream (withdrawing the positions first, since the log is
   about to grow) and redirect writes to it;
 - the leadership or the followed leader went: stop, and publish the positions again.
@@ -25,8 +26,9 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from lance_net.protocol import NOT_LEADER, QUORUM_NOT_REACHED, error_message
-from lance_net.replication import (Coordinator, EtcdClient, EtcdError, Follower, LeaderInfo,
-                                   NotLeaderError, QuorumTracker, StaleEpoch, required_copies)
+from lance_net.replication import (Coordinator, EtcdClient, EtcdError, Follower, ForeignSeed,
+                                   LeaderInfo, NotLeaderError, QuorumTracker, ReplicationError,
+                                   StaleEpoch, required_copies)
 from lance_net.replication.links import InboundLink, OutboundLink
 from lance_net.replication.quorum import behind_on
 from lance_store import LanceError, Topic
@@ -118,6 +120,7 @@ class Leadership:
                             ", ".join(map(str, behind)))
                 return False
             await asyncio.sleep(TICK_S)
+        await role.register_local_topics(self.epoch)
         await role.sync_topics()
         if self.stopped:
             return False
@@ -381,7 +384,7 @@ class ClusterRole:
             self._campaign_after = asyncio.get_running_loop().time() + BEHIND_BACKOFF_S
             await self._stop_leading(self.not_leader())
             await self.coordinator.resign()
-        except (NotLeaderError, EtcdError, OSError, LanceError) as exc:
+        except (NotLeaderError, EtcdError, OSError, LanceError, ReplicationError) as exc:
             log.warning("epoch %d: could not take writes: %s", lead.epoch, exc)
             if self.leading is lead:
                 await self._stop_leading(self.not_leader())
@@ -453,7 +456,9 @@ class ClusterRole:
             await self.sync_topics()
         if topic_id in self.broker.topic_ids():
             epochs = await self.coordinator.leader_epochs(topic_id)
-            cut_to = await self.run_admin(self.follower.reconcile, topic_id, epochs)
+            seeded = await self.coordinator.seed() == self.broker.store.cluster_id
+            cut_to = await self.run_admin(
+                lambda: self.follower.reconcile(topic_id, epochs, seeded=seeded))
             log.debug("topic %d: following from %d", topic_id, cut_to)
 
     def applied(self, topic_ids) -> None:
@@ -489,6 +494,35 @@ class ClusterRole:
             except Exception:  # a fault of ours: the watch starts over with a full sync
                 log.exception("topic watch failed")
             await asyncio.sleep(RETRY_S)
+
+    async def register_local_topics(self, epoch: int) -> None:
+        """A leader's topics that etcd does not list (its data directory was restored from a DR
+        copy) join the cluster with their own ids, and the id counters move past every id the
+        directory handed out, so a seeded cluster only resyncs active tails.
+
+        Bytes written before the cluster are shared only by nodes restored from one copy: the
+        first leader holding such bytes records its copy as the cluster's seed, and a leader
+        restored from another copy may not lead (ForeignSeed).
+        """
+        coordinator, follower, store = self.coordinator, self.follower, self.broker.store
+        local = [t for t in self.broker.topics() if not t.readonly]
+        older = await self.run_admin(lambda: [t.name for t in local if follower.predates_cluster(t.id)])
+        if older:
+            seed = await coordinator.claim_seed(store.cluster_id, epoch=epoch)
+            if seed != store.cluster_id:
+                raise ForeignSeed(f"topic(s) {', '.join(older)}: hold bytes from before the cluster, "
+                                  f"restored from copy {store.cluster_id}; expected the cluster's "
+                                  f"seed {seed}")
+        listed = {t["name"] for t in await coordinator.topics()}
+        for topic in local:
+            if topic.name not in listed:
+                meta, registered = await coordinator.register_topic(topic.info(), epoch=epoch)
+                if registered:
+                    log.info("topic %s (id %d) registered in cluster %s from this data directory",
+                             topic.name, topic.id, coordinator.cluster)
+        await coordinator.reserve_ids(next_topic_id=int(store.node.get("next_topic_id", 1)),
+                                      next_producer_id=int(store.node.get("next_producer_id", 1)),
+                                      epoch=epoch)
 
     async def sync_topics(self) -> int:
         """Create here every topic etcd lists; returns the revision read."""
