@@ -17,6 +17,7 @@ import numpy as np
 from .. import scanner
 from ..errors import OffsetError
 from ..records import HEADER_LEN, PADDING
+from . import naming
 from .header import BATCH_OVERHEAD, TLV_PREFIX, BatchHeader
 
 WINDOW = 16 << 20
@@ -130,16 +131,19 @@ def scan_segment(path, base: int, *, length: int | None = None, window: int = WI
     With `check_records`, every batch's records must also frame exactly (verify).
     """
     path = os.fspath(path)
-    mm = map_readonly(path, length)
-    if mm is None:
+    source = _Windows(path, length)
+    size = source.size
+    if size == 0:
+        source.close()
         return SegmentScan(path, base, 0, 0, _concat([], base, 0, 0, None))
-    size = len(mm)
     parts, error, padding, records = [], None, 0, 0
     pos, win, reported = 0, window, 0
     try:
         while pos < size:
             end = min(size, pos + win)
-            with memoryview(mm)[pos:end] as view:
+            with source.window(pos, end) as view:
+                if len(view) < end - pos:          # the file was cut (a seal) meanwhile
+                    size = end = pos + len(view)
                 res = scanner.scan_batches(view, base + pos)
                 if check_records and len(res.pos):
                     n, fault = _count_records(view, res)
@@ -153,7 +157,7 @@ def scan_segment(path, base: int, *, length: int | None = None, window: int = WI
                             valid_end=cut, error=fault)
                         n = int(res.record_count.sum())
                     records += n
-            release_pages(mm, pos, end)
+            source.release(pos, end)
             if len(res.pos):
                 parts.append(_shift(res, pos))
             padding += res.padding_bytes
@@ -175,11 +179,44 @@ def scan_segment(path, base: int, *, length: int | None = None, window: int = WI
             pos += res.valid_end
             break
     finally:
-        mm.close()
+        source.close()
     if progress is not None and size > reported:
         progress(size - reported)
     return SegmentScan(path, base, size, pos, _concat(parts, base, pos, padding, error), error,
                        padding, records)
+
+
+class _Windows:
+    """Windows of a segment file for a scan: a read-only map, or for an active segment
+    scanned to its end, pread copies. A broker that seals the segment meanwhile cuts its
+    zero tail and trailing padding, and a mapped page past the new end of the file would
+    kill the reader (SIGBUS); a read just comes back short."""
+
+    def __init__(self, path: str, length: int | None):
+        name = naming.parse(os.path.basename(path))
+        self.fd = -1
+        self.mm = None
+        if length is None and name is not None and not name.sealed:
+            self.fd = os.open(path, os.O_RDONLY)
+            self.size = os.fstat(self.fd).st_size
+        else:
+            self.mm = map_readonly(path, length)
+            self.size = len(self.mm) if self.mm is not None else 0
+
+    def window(self, start: int, end: int) -> memoryview:
+        if self.mm is not None:
+            return memoryview(self.mm)[start:end]
+        return memoryview(os.pread(self.fd, end - start, start))
+
+    def release(self, start: int, end: int) -> None:
+        if self.mm is not None:
+            release_pages(self.mm, start, end)
+
+    def close(self) -> None:
+        if self.mm is not None:
+            self.mm.close()
+        if self.fd >= 0:
+            os.close(self.fd)
 
 
 def scan_records_windowed(mm, batches: scanner.BatchScan, window: int = WINDOW) -> scanner.RecordScan:

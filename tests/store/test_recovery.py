@@ -350,3 +350,36 @@ def test_readonly_open_never_writes(data_dir, kind, tree_state):
     verify_path(data_dir)
     assert tree_state(data_dir) == before
     assert sorted(p for p, _, _ in os.walk(data_dir)) == dirs_before
+
+
+def test_scanning_an_active_segment_while_a_seal_cuts_its_tail(tmp_path):
+    """A read-only scan (ship, verify) of an active segment whose writer seals it meanwhile:
+    the file loses its zero tail and trailing padding under the scan, which must end at the
+    new end instead of touching pages past it (a mapped read there would be SIGBUS)."""
+    from lance_store.records import padding
+    from lance_store.segment.reader import scan_segment
+    with lance_store.open(tmp_path / "d", create=True) as store:
+        topic = store.create_topic("t")
+        for i in range(40):
+            topic.append([os.urandom(900)])
+        path = topic.active.path
+        batches_end = topic.active.size
+    # What an active segment looks like between two pipelined groups: padding to a block
+    # boundary, then the zero tail of the last O_DIRECT block.
+    with open(path, "r+b") as f:
+        f.truncate(batches_end)
+        f.seek(batches_end)
+        gap = -batches_end % 4096 or 4096
+        f.write(padding(gap if gap >= 5 else gap + 4096) + bytes(3 * 4096))
+    cut = []
+
+    def seal_after_first_window(done_bytes):
+        if not cut:
+            os.truncate(path, batches_end)      # the seal: back to the last batch
+            cut.append(done_bytes)
+
+    scan = scan_segment(path, 0, window=4096, progress=seal_after_first_window)
+    assert cut
+    assert scan.valid_end == batches_end
+    assert scan.error is None
+    assert len(scan.batches.pos) == 40
