@@ -153,3 +153,27 @@ def test_thousands_of_idle_connections(strict_broker):
         for sock in idle:
             sock.close()
     assert len(_stored(strict_broker, tid)) == 20
+
+
+def test_ten_thousand_idle_connections_do_not_stop_a_good_client(broker):
+    """Ten thousand clients connect and say nothing (within the default idle timeout): the
+    broker holds them all and still serves a producer at once."""
+    want = 10_000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert hard >= want + 200, f"this machine allows {hard} descriptors; the test needs {want + 200}"
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    tid = _topic(broker, "crowd")
+    idle = []
+    try:
+        for _ in range(want):
+            idle.append(socket.create_connection(broker.address, timeout=30))
+        with broker.client() as good:
+            for i in range(20):
+                assert good.produce(tid, i, [b"served"]) == Ack(i)
+            seen = metric_value(broker.metrics(), "lance_connections")
+        assert seen >= want
+    finally:
+        for sock in idle:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert len(_stored(broker, tid)) == 20
