@@ -34,7 +34,7 @@ def batch_list(data: bytes) -> list[tuple[int, list[bytes]]]:
     return [(b.offset, b.records) for b in batches_of(data)]
 
 
-def write_source(path: Path) -> dict[str, int]:
+def write_source(path: Path, tag: bytes) -> dict[str, int]:
     """A standalone data directory: two topics with sealed segments and a non-empty active
     one, and producer ids already handed out. Returns topic name -> id."""
     config = lance_store.StoreConfig(segment_max_bytes=SOURCE_SEGMENT_BYTES)
@@ -42,7 +42,7 @@ def write_source(path: Path) -> dict[str, int]:
         ids = {}
         for name, batches in (("orders", 60), ("clicks", 40)):
             topic = store.create_topic(name)
-            values = [[b"%s-%d-%d-" % (name.encode(), i, j) + b"v" * 200 for j in range(4)]
+            values = [[b"%s-%s-%d-%d-" % (tag, name.encode(), i, j) + b"v" * 200 for j in range(4)]
                       for i in range(batches)]
             for k in range(0, batches, 5):   # one write per group: several seals in all
                 topic.append_many(values[k:k + 5])
@@ -83,24 +83,43 @@ def file_identities(node, names) -> dict:
     return out
 
 
-@pytest.fixture
-def seeded(tmp_path):
-    """A three-node cluster on a new etcd, every node restored from one shipped copy."""
-    source = tmp_path / "source"
-    ids = write_source(source)
+def shipped_copy(tmp_path: Path, name: str):
+    """A standalone data directory shipped to a local folder: (copy, topic ids, batches)."""
+    source = tmp_path / f"{name}-source"
+    ids = write_source(source, name.encode())
     expected = source_batches(source)
-    copy = tmp_path / "copy"
+    copy = tmp_path / name
     lance_dr("ship", "--data-dir", source, "--to", copy)
+    return copy, ids, expected
+
+
+@pytest.fixture
+def new_etcd():
     with EtcdServer() as etcd:
-        cluster = LocalCluster(tmp_path / "cluster", etcd.url, cluster="seeded", config_toml=CONFIG)
-        for node in cluster.nodes.values():
-            lance_dr("restore", "--from", copy, "--to", node.data_dir, "--node-id", node.node_id)
-        restored = {n: file_identities(node, ids) for n, node in cluster.nodes.items()}
-        try:
-            cluster.start(timeout=DEADLINE_S)
-            yield cluster, ids, expected, restored
-        finally:
-            cluster.close()
+        yield etcd
+
+
+@pytest.fixture
+def nodes(tmp_path, new_etcd):
+    """Three L3 nodes on a new etcd, not started; killed after the test."""
+    cluster = LocalCluster(tmp_path / "cluster", new_etcd.url, cluster="seeded", config_toml=CONFIG)
+    yield cluster
+    cluster.close()
+
+
+def restore(node, copy) -> None:
+    lance_dr("restore", "--from", copy, "--to", node.data_dir, "--node-id", node.node_id)
+
+
+@pytest.fixture
+def seeded(tmp_path, nodes):
+    """A three-node cluster on a new etcd, every node restored from one shipped copy."""
+    copy, ids, expected = shipped_copy(tmp_path, "copy")
+    for node in nodes.nodes.values():
+        restore(node, copy)
+    restored = {n: file_identities(node, ids) for n, node in nodes.nodes.items()}
+    nodes.start(timeout=DEADLINE_S)
+    return nodes, ids, expected, restored
 
 
 def test_a_cluster_seeded_from_one_copy_resyncs_only_the_active_tails(seeded):
@@ -151,3 +170,26 @@ def test_a_cluster_seeded_from_one_copy_resyncs_only_the_active_tails(seeded):
     for n, node in cluster.nodes.items():
         now = file_identities(node, ids)
         assert {k: now.get(k) for k in restored[n]} == restored[n], f"node {n}"
+
+
+def test_a_node_restored_from_another_copy_does_not_pass_its_bytes_off_as_the_clusters(
+        tmp_path, nodes):
+    copy, ids, expected = shipped_copy(tmp_path, "copy")
+    other, other_ids, other_expected = shipped_copy(tmp_path, "other")
+    assert other_ids == ids and other_expected != expected   # same names and ids, other records
+    stranger = nodes.nodes[3]
+    for node in nodes.nodes.values():
+        restore(node, other if node is stranger else copy)
+    for node_id in (1, 2):
+        nodes.nodes[node_id].start()
+    leader = nodes.nodes[nodes.wait_ready(DEADLINE_S, nodes=(1, 2))]
+    stranger.start()
+
+    until(lambda: "copy the topic anew" in stranger.log(),
+          "node 3 refusing to follow with bytes from another copy")
+    for name, topic_id in ids.items():
+        served = fetched_batches(stranger, topic_id)
+        assert served == expected[name][:len(served)], f"node 3 serving {name} from another copy"
+    with client(leader) as conn:
+        reply = conn.produce(ids["orders"], 1, [b"still acknowledged by two of three"])
+    assert isinstance(reply, Ack), reply
