@@ -135,8 +135,9 @@ def _percentile(values: np.ndarray, q: float) -> float | None:
 @click.option("--duration", type=click.FloatRange(0.1), default=10.0, show_default=True,
               help="Seconds of producing.")
 @click.option("--connections", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--pipeline", type=click.IntRange(1), default=8, show_default=True,
-              help="Frames in flight per connection.")
+@click.option("--pipeline", type=click.IntRange(1), default=4, show_default=True,
+              help="Frames in flight per connection (each frame waits behind the others: "
+                   "ack latency grows with it once the disk is the limit).")
 @click.option("--batch-bytes", type=click.IntRange(1), default=256 * 1024, show_default=True,
               help="Bytes of records per Ingest frame.")
 @click.option("--consume", is_flag=True,
