@@ -516,7 +516,7 @@ class ClusterRole:
         listed = {t["name"] for t in await coordinator.topics()}
         for topic in local:
             if topic.name not in listed:
-                meta, registered = await coordinator.register_topic(topic.info(), epoch=epoch)
+                _, registered = await coordinator.register_topic(topic.info(), epoch=epoch)
                 if registered:
                     log.info("topic %s (id %d) registered in cluster %s from this data directory",
                              topic.name, topic.id, coordinator.cluster)
