@@ -37,6 +37,9 @@ log = logging.getLogger("lance_store.topic")
 
 METADATA = "metadata.json"
 HIGH = 2**64 - 1
+# Groups smaller than this end on a block boundary when another group is expected
+# while they are in flight, so that both are in flight at once (Topic._build_group).
+OVERLAP_BELOW = 1 << 20
 # How far past a fetch the kernel is asked to read a segment (see Topic._read_ahead).
 READ_AHEAD = 16 * 1024 * 1024
 
@@ -346,10 +349,12 @@ class Topic:
                         self.active.name.base + self.config.segment_max_bytes, time.time_ns(),
                         clock.last_ns, clock.sequence, clock.key_prefix, self.producers, AppendResult)
                 batches_end = cursor
-                if queue or pad:
+                if queue or (pad and g.fill - g.head < OVERLAP_BELOW):
                     # Another group follows while this one is in flight: end this
                     # one on a block boundary with a padding record, so the next
                     # does not rewrite its last block and both are really in flight.
+                    # (Large groups are bandwidth-bound: there the next one may as
+                    # well wait, which the disk streams better than two at once.)
                     cursor += self._pad_to_block(g)
                 ticket = self._writer.submit(g, sync=sync)
             except BaseException as exc:
