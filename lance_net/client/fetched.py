@@ -20,9 +20,10 @@ from .errors import ClientError
 
 _EMPTY_U64 = np.zeros(0, np.uint64)
 
-# A fetch of up to ~1 MiB: the protocol's receive buffer keeps its memory between frames of
-# this size, while larger frames make it allocate and fault in fresh pages every time.
-DEFAULT_FETCH_BYTES = 1024 * 1024 - 16 * 1024
+# A fetch of up to ~4 MiB: large enough that a consumer's round trips stay off the critical
+# path (1 MiB fetches of fresh data read about 40% slower here), small enough that the
+# protocol's receive buffer keeps its memory between frames (KEEP_CAPACITY).
+DEFAULT_FETCH_BYTES = 4 * 1024 * 1024 - 16 * 1024
 
 
 class FetchedDataError(ClientError):
