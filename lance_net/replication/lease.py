@@ -15,6 +15,8 @@ import logging
 import time
 from typing import Callable
 
+from lance_store.eventloop import cancel_and_wait
+
 from .etcd import EtcdClient, EtcdError, LeaseNotFound
 
 log = logging.getLogger("lance_net.replication.lease")
@@ -102,13 +104,8 @@ class Lease:
 
     async def stop(self) -> None:
         """Stop renewing (the lease then expires on its own unless revoked)."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def revoke(self) -> None:
         """Stop renewing and delete the lease with every key attached to it."""

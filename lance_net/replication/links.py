@@ -18,6 +18,8 @@ import collections
 import logging
 import socket
 
+from lance_store.eventloop import cancel_and_wait
+
 from .follower import ReplicationError, StaleEpoch
 from .source import messages_from
 from .wire import (NEED_DATA, NEW_EPOCH, STREAM_CLOSED, Preamble, Replicate,
@@ -64,12 +66,7 @@ class OutboundLink:
         self._task = asyncio.get_running_loop().create_task(self.run(), name=f"link-{self.node_id}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
 
     def poke(self) -> None:
         self.wake.set()
