@@ -65,11 +65,13 @@ class HybridClock:
         self.actor_id = actor_id
         self.last_ns = 0
         self.sequence = 0
-        self._lock = threading.Lock()
+        # Held by every stamp; a caller stamping many batches at once (the C group
+        # filler) holds it while it reads and writes last_ns and sequence itself.
+        self.lock = threading.Lock()
 
     def observe(self, last_timestamp_ns: int, first_key_low: int, record_count: int) -> None:
         """Advance past a batch found on disk (recovery, or a new leader)."""
-        with self._lock:
+        with self.lock:
             if last_timestamp_ns > self.last_ns:
                 self.last_ns = last_timestamp_ns
             if (first_key_low >> ACTOR_SHIFT) == (self.node_id << 8 | self.actor_id):
@@ -85,7 +87,7 @@ class HybridClock:
 
     def stamp(self, record_count: int, timestamp_ns: int | None = None) -> tuple[int, int]:
         wall = time.time_ns() if timestamp_ns is None else timestamp_ns
-        with self._lock:
+        with self.lock:
             ts = wall if wall > self.last_ns else self.last_ns + 1
             self.last_ns = ts
             low = pack_low(self.node_id, self.actor_id, self.sequence)

@@ -343,7 +343,7 @@ class Topic:
             clock = self.clock
             waiters: list = []
             try:
-                with clock._lock:
+                with clock.lock:
                     (g.fill, cursor, clock.last_ns, clock.sequence, pending, waiters) = fill_group(
                         queue, g.buf, g.fill, self._next,
                         self.active.name.base + self.config.segment_max_bytes, time.time_ns(),
