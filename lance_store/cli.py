@@ -246,12 +246,17 @@ def demo(path: str, records: int, as_json: bool) -> None:
               help="Size of the topic verified and scanned for throughput and peak RSS.")
 @click.option("--backend", type=click.Choice(["auto", "uring", "pwritev", "all"]), default="all",
               show_default=True)
+@click.option("--repeats", type=click.IntRange(1), default=3, show_default=True,
+              help="Runs of each append measurement, each between two dd runs; the median "
+                   "ratio is reported (this kind of disk drifts from minute to minute).")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def bench(bench_dir: str, gib: float, scan_gib: float, backend: str, as_json: bool) -> None:
+def bench(bench_dir: str, gib: float, scan_gib: float, backend: str, repeats: int,
+          as_json: bool) -> None:
     """Measure append, verify and scan throughput against the disk's raw speed."""
     from .bench import run_bench
-    run_bench(bench_dir, gib=gib, scan_gib=scan_gib, backend=backend, as_json=as_json)
+    run_bench(bench_dir, gib=gib, scan_gib=scan_gib, backend=backend, as_json=as_json,
+              repeats=repeats)
 
 
 if __name__ == "__main__":  # pragma: no cover
