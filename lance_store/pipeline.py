@@ -32,6 +32,13 @@ class _Flight:
     failed: bool = False
 
 
+def _resolve(waiters: list) -> None:
+    """Hand each waiting append its result (one cancelled meanwhile is skipped)."""
+    for future, res in waiters:
+        if not future.done():
+            future.set_result(res)
+
+
 class Completions:
     """Dispatches a store's backend completions (one eventfd) to its topics' flights."""
 
@@ -111,8 +118,7 @@ class AsyncAppender:
                 await self._wake.wait()
                 continue
             head = self.queue[0]
-            size = BATCH_OVERHEAD + head.size
-            if topic.needs_rotation(size) or size > topic.group_room():
+            if not self._head_fits_group():
                 # Sealing and oversized batches go through the blocking path,
                 # after every group of the segment is confirmed.
                 if self.flights:
@@ -181,23 +187,22 @@ class AsyncAppender:
         # half of them before the rest have run splits them over both groups in
         # flight, so one group's Python work overlaps the other's sync.
         half = len(waiters) // 2 if len(waiters) >= SPLIT_AT else 0
-        for future, res in waiters[:half]:
-            if not future.done():
-                future.set_result(res)
+        _resolve(waiters[:half])
         if half:
             asyncio.get_running_loop().call_soon(self._submit_early)
-        for future, res in waiters[half:]:
-            if not future.done():
-                future.set_result(res)
+        _resolve(waiters[half:])
         if self._wake is not None:
             self._wake.set()
 
+    def _head_fits_group(self) -> bool:
+        """Whether the first queued batch goes into a group (not the blocking path:
+        it seals the segment or outgrows a group buffer)."""
+        size = BATCH_OVERHEAD + self.queue[0].size
+        return not (self.topic.needs_rotation(size) or size > self.topic.group_room())
+
     def _submit_early(self) -> None:
         """Submit what is queued now if a group may go in flight (else the pump will)."""
-        if not self.queue or len(self.flights) >= self.max_in_flight:
-            return
-        size = BATCH_OVERHEAD + self.queue[0].size
-        if self.topic.needs_rotation(size) or size > self.topic.group_room():
+        if not self.queue or len(self.flights) >= self.max_in_flight or not self._head_fits_group():
             return
         # The other half of the woken writers append right after this.
         self._submit_group(more_coming=True)
