@@ -34,7 +34,24 @@ def _reset(writer) -> None:
     writer.transport.abort()
 
 
-class CuttingProxy:
+class LoopbackServer:
+    """A TCP server on a free loopback port; subclasses answer each connection in `_serve`."""
+
+    _server = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return "127.0.0.1:%d" % self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader, writer):
+        raise NotImplementedError
+
+
+class CuttingProxy(LoopbackServer):
     """Relays TCP connections to the broker. The first connection whose client sends more than
     `cut_after` bytes stops getting the broker's answers; once the broker has acknowledged at
     least one more batch on it (44 withheld bytes), both sides are reset. Later connections are
@@ -45,17 +62,8 @@ class CuttingProxy:
         self.cut_after = cut_after
         self.cut = False
         self.connections = 0
-        self._server = None
 
-    async def start(self) -> str:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        return "127.0.0.1:%d" % self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        self._server.close()
-        await self._server.wait_closed()
-
-    async def _relay(self, client_reader, client_writer):
+    async def _serve(self, client_reader, client_writer):
         self.connections += 1
         broker_reader, broker_writer = await asyncio.open_connection(*self.target)
         state = {"sent": 0, "withheld": 0, "armed": False}
@@ -149,22 +157,13 @@ def test_backpressure_halves_the_window_and_every_record_still_lands(broker_fact
     assert [r.value for r in records] == values
 
 
-class RedirectingNode:
+class RedirectingNode(LoopbackServer):
     """Stands in for a node that is not the leader (an L3 follower): every request is answered
     `NOT_LEADER: redirect to <leader>`, as LWP.md section 3 specifies."""
 
     def __init__(self, leader: str):
         self.leader = leader
         self.requests = 0
-        self._server = None
-
-    async def start(self) -> str:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return "127.0.0.1:%d" % self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        self._server.close()
-        await self._server.wait_closed()
 
     async def _serve(self, reader, writer):
         lwp = Connection(Role.SERVER)
