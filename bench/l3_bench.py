@@ -63,12 +63,8 @@ def _quantile(values, q: float) -> float:
 
 
 def create_topic(endpoint: str, name: str) -> int:
-    link = BlockingLink(endpoint, timeout=30)
-    try:
-        link.send(CreateTopic(name))
-        reply = link.recv()
-    finally:
-        link.close()
+    with BlockingLink(endpoint, timeout=30) as link:
+        reply = link.request(CreateTopic(name))
     if not isinstance(reply, TopicResponse):
         raise SystemExit(f"CreateTopic {name}: {reply}")
     return int(reply.data["id"])

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -21,8 +22,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from lance_net.protocol import (NEED_DATA, Ack, Connection, ErrorResponse, Ingest, InitProducer,
-                                ProducerResponse, Role)
+from lance_net.client.options import parse_endpoint
+from lance_net.protocol import (NEED_DATA, Ack, Connection, ConnectionClosed, Dialect,
+                                ErrorResponse, Ingest, InitProducer, ProducerResponse, Role)
 from lance_store.records import encode
 
 ETCD_BINARY = os.environ.get("LANCE_ETCD", "etcd")
@@ -285,28 +287,51 @@ class LocalCluster:
 # -- a producer that outlives its leader ----------------------------------------------------------
 
 class BlockingLink:
-    """A blocking LWP client connection (one thread uses it)."""
+    """A blocking LWP client connection (one thread uses it): the local tools' and the
+    tests' way to speak the protocol without an event loop."""
 
-    def __init__(self, endpoint: str, timeout: float):
-        host, port = endpoint.rsplit(":", 1)
+    def __init__(self, endpoint: str, timeout: float = 10, *, dialect: Dialect = Dialect.CRC32C,
+                 ssl_context: ssl.SSLContext | None = None):
+        host, port = parse_endpoint(endpoint)
         self.endpoint = endpoint
-        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.lwp = Connection(Role.CLIENT)
+        self.timeout = timeout
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ssl_context is not None:
+            sock = ssl_context.wrap_socket(sock, server_hostname=host)
+        self.sock = sock
+        self.lwp = Connection(Role.CLIENT, dialect)
+        self._closed = False
 
-    def send(self, event) -> None:
-        self.sock.sendall(self.lwp.send(event))
+    def __enter__(self):
+        return self
 
-    def recv(self):
-        """The next event; ConnectionError once the server closed the stream."""
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def send(self, *events) -> None:
+        self.sock.sendall(b"".join(self.lwp.send(e) for e in events))
+
+    def recv(self, timeout: float | None = None):
+        """The next event from the server; ConnectionClosed once it closed the stream."""
+        self.sock.settimeout(self.timeout if timeout is None else timeout)
         while True:
             event = self.lwp.next_event()
             if event is not NEED_DATA:
                 return event
-            data = self.sock.recv(1 << 20)
+            if self._closed:
+                return ConnectionClosed()
+            try:
+                data = self.sock.recv(1 << 20)
+            except ConnectionResetError:
+                data = b""
             if not data:
-                raise ConnectionError(f"{self.endpoint} closed the connection")
+                self._closed = True
             self.lwp.receive_data(data)
+
+    def request(self, command, timeout: float | None = None):
+        self.send(command)
+        return self.recv(timeout)
 
     def close(self) -> None:
         self.sock.close()
@@ -367,8 +392,7 @@ class ClusterProducer:
             for endpoint in candidates:
                 try:
                     link = BlockingLink(endpoint, timeout=10)
-                    link.send(InitProducer(self.producer_id, self.topic_id))
-                    reply = link.recv()
+                    reply = link.request(InitProducer(self.producer_id, self.topic_id))
                 except OSError:
                     continue
                 if isinstance(reply, ProducerResponse):
@@ -398,6 +422,8 @@ class ClusterProducer:
                             self._send(link, self.next_seq)
                             self.next_seq += 1
                         reply = link.recv()
+                        if isinstance(reply, ConnectionClosed):
+                            raise ConnectionError(f"{link.endpoint} closed the connection")
                         if isinstance(reply, Ack) and reply.batch_id == self.inflight[0]:
                             seq = self.inflight.popleft()
                             self.acked.append(seq)

@@ -24,10 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from lance_net.protocol import (
-    NEED_DATA, Ack, ConnectionClosed, CreateTopic, Dialect, ErrorResponse, Fetch, Ingest,
-    Connection, Role, TopicResponse,
-)
+from lance_net.protocol import Ack, CreateTopic, Dialect, ErrorResponse, Fetch, Ingest, TopicResponse
+from lance_net.replication.testing import BlockingLink
 from lance_store.records import encode, iter_tlv
 from lance_store.segment.reader import split_batches
 from lance_store.settings import to_toml
@@ -224,55 +222,16 @@ def metric_value(text: str, name: str, **labels) -> float:
 
 # -- a raw LWP client ---------------------------------------------------------------------------
 
-class RawClient:
-    """A blocking socket speaking LWP through `Connection(Role.CLIENT)`; for tests only."""
+class RawClient(BlockingLink):
+    """A blocking LWP connection with the tests' conveniences (raw bytes, shortcuts)."""
 
     def __init__(self, host: str, port: int, *, dialect: Dialect = Dialect.CRC32C,
                  ssl_context: ssl.SSLContext | None = None, timeout: float = 10):
-        sock = socket.create_connection((host, port), timeout=timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if ssl_context is not None:
-            sock = ssl_context.wrap_socket(sock, server_hostname=host)
-        self.sock = sock
-        self.timeout = timeout
-        self.lwp = Connection(Role.CLIENT, dialect)
-        self._closed = False
-
-    def __enter__(self) -> RawClient:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def send(self, *events) -> None:
-        self.sock.sendall(b"".join(self.lwp.send(e) for e in events))
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        super().__init__(address, timeout, dialect=dialect, ssl_context=ssl_context)
 
     def send_raw(self, data: bytes) -> None:
         self.sock.sendall(data)
-
-    def recv(self, timeout: float | None = None):
-        """The next event from the server; ConnectionClosed once it closed the stream."""
-        self.sock.settimeout(self.timeout if timeout is None else timeout)
-        while True:
-            event = self.lwp.next_event()
-            if event is not NEED_DATA:
-                return event
-            if self._closed:
-                return ConnectionClosed()
-            try:
-                data = self.sock.recv(1 << 20)
-            except ConnectionResetError:
-                data = b""
-            if not data:
-                self._closed = True
-            self.lwp.receive_data(data)
-
-    def request(self, command, timeout: float | None = None):
-        self.send(command)
-        return self.recv(timeout)
 
     def closed_by_server(self, timeout: float = 10) -> bool:
         """Whether the server closes the connection (reading and dropping what it sends)."""
