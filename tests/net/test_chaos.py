@@ -56,8 +56,11 @@ def test_spawned_broker_killed_every_1_5_s_loses_nothing(tmp_path):
 
 def test_a_spawned_l3_cluster_whose_leader_is_killed_loses_nothing():
     """Three nodes on a real etcd; the leader is SIGKILLed twice and the clients, given every
-    node, follow the new leader: nothing acknowledged is lost or consumed twice."""
-    code, report, stderr = chaos("--spawn", "--nodes", "3", "--duration", "9", "--rate", "400",
+    node, follow the new leader: nothing acknowledged is lost or consumed twice.
+
+    A kill waits for the restarted node and for an ack from the new leader (an election takes
+    up to the 3 s lease), so a kill every 3 s needs about 16 s of run for two of them."""
+    code, report, stderr = chaos("--spawn", "--nodes", "3", "--duration", "16", "--rate", "400",
                                  "--kill-leader-every", "3", timeout=240)
     assert code == 0, (stderr, report)
     assert report["endpoint"].count(",") == 2
