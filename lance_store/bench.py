@@ -25,6 +25,9 @@ from .uring import select_backend
 RECORD = 1024
 RECORDS_PER_BATCH = 254          # 254 * (5 + 1024) + 77 = 261,443 bytes: a 256 KiB batch
 GROUP = 8                        # batches per append_many call
+# Batches outstanding in the append_async run: 12 MiB, so a group of up to a buffer
+# (8 MiB by default) syncs while the next one fills.
+ASYNC_WINDOW = 48
 
 
 def dd_speed(folder: str, mib: int = 2048, *, bs: str = "1M", flags: str = "direct") -> float:
@@ -95,7 +98,7 @@ def bench_append(folder: str, backend: str, total: int, group: int) -> dict:
             "seconds": elapsed, "mb_s": written / elapsed / 1e6, "records_s": records / elapsed}
 
 
-def bench_async(folder: str, backend: str, total: int, window: int = 2 * GROUP) -> dict:
+def bench_async(folder: str, backend: str, total: int, window: int = ASYNC_WINDOW) -> dict:
     """append_async with `window` batches outstanding: the next group fills while
     the previous one syncs."""
     path = os.path.join(folder, f"async-{backend}")
@@ -243,8 +246,7 @@ def bench_read(path: str) -> dict:
 def _against_dd(folder: str, run, repeats: int) -> dict:
     """run() `repeats` times, each with dd measured right before and right after it: this
     disk's speed drifts from minute to minute, so each ratio is taken against the mean of
-    the dd runs around it. Returns the run with the median ratio, with every ratio in
-    `ratios` (lowest first)."""
+    the dd runs around it. Returns the run with the median ratio."""
     runs = []
     for _ in range(repeats):
         before = dd_speed(folder, 1024)
@@ -253,14 +255,48 @@ def _against_dd(folder: str, run, repeats: int) -> dict:
         r["dd_mb_s"] = (before + after) / 2e6
         r["ratio_to_dd"] = r["mb_s"] / r["dd_mb_s"]
         runs.append(r)
-    runs.sort(key=lambda r: r["ratio_to_dd"])
-    median = dict(runs[len(runs) // 2])
-    median["ratios"] = [round(r["ratio_to_dd"], 3) for r in runs]
-    return median
+    return _median_run(runs, "ratio_to_dd")
+
+
+def _median_run(runs: list[dict], key: str) -> dict:
+    """The run with the median `key`, with every run's value (lowest first) as all_<key>."""
+    runs = sorted(runs, key=lambda r: r[key])
+    return dict(runs[len(runs) // 2], **{f"all_{key}": [round(r[key], 3) for r in runs]})
+
+
+def _listed(values: list, fmt: str) -> str:
+    return "" if len(values) < 2 else f"; median of {', '.join(format(x, fmt) for x in values)}"
 
 
 def _ratios(r: dict) -> str:
-    return "" if len(r["ratios"]) < 2 else f"; median of {', '.join(f'{x:.2f}' for x in r['ratios'])}"
+    return _listed(r["all_ratio_to_dd"], ".2f")
+
+
+def _latency_against_dd(folder: str, backend: str, repeats: int) -> dict:
+    """bench_latency `repeats` times, each between two dd latency runs (the disk's flush
+    latency drifts like its speed): the run with the median p50 ratio."""
+    runs = []
+    for _ in range(repeats):
+        before = dd_latency_us(folder)
+        r = bench_latency(folder, backend)
+        r["dd_4k_dsync_us"] = (before + dd_latency_us(folder)) / 2
+        r["p50_vs_dd"] = r["p50_us"] / r["dd_4k_dsync_us"]
+        runs.append(r)
+    return _median_run(runs, "p50_vs_dd")
+
+
+def _concurrent_against_one(folder: str, backend: str, repeats: int) -> dict:
+    """64 writers against one writer of the same harness (asyncio, one record per
+    append_async, awaited), `repeats` times, each 64-writer run right after the one-writer
+    run so both see the same disk: the run with the median ratio."""
+    runs = []
+    for _ in range(repeats):
+        one = bench_concurrent(folder, backend, writers=1, seconds=2.0)["records_s"]
+        r = bench_concurrent(folder, backend)
+        r["one_writer_records_s"] = one
+        r["vs_one_writer"] = r["records_s"] / one
+        runs.append(r)
+    return _median_run(runs, "vs_one_writer")
 
 
 def run_bench(folder: str, *, gib: float = 2.0, scan_gib: float = 4.0, backend: str = "all",
@@ -294,22 +330,18 @@ def run_bench(folder: str, *, gib: float = 2.0, scan_gib: float = 4.0, backend: 
         say(f"append_async {a['backend']:8s} {a['window_batches']} batches outstanding: "
             f"{a['mb_s']:8,.0f} MB/s {a['records_s']:12,.0f} records/s  = {a['ratio_to_dd']:.2f} x dd "
             f"({a['dd_mb_s']:,.0f} MB/s around it{_ratios(a)})")
-        lat = bench_latency(folder, name)
-        lat["dd_4k_dsync_us"] = (dd_latency_us(folder) + dd_lat) / 2   # the start's and now
-        lat["p50_vs_dd"] = lat["p50_us"] / lat["dd_4k_dsync_us"]
+        lat = _latency_against_dd(folder, name, repeats)
         results.setdefault("latency", []).append({"backend": name, **lat})
         say(f"1-record appends {name:8s}: p50 {lat['p50_us']:,.0f} us, p99 {lat['p99_us']:,.0f} us "
-            f"(dd 4 KiB dsync {lat['dd_4k_dsync_us']:,.0f} us: p50 = {lat['p50_vs_dd']:.2f} x), "
+            f"(dd 4 KiB dsync {lat['dd_4k_dsync_us']:,.0f} us around it: p50 = "
+            f"{lat['p50_vs_dd']:.2f} x{_listed(lat['all_p50_vs_dd'], '.2f')}), "
             f"{lat['records_s']:,.0f} records/s")
-        runs = sorted((bench_concurrent(folder, name) for _ in range(repeats)),
-                      key=lambda c: c["records_s"])
-        conc = dict(runs[len(runs) // 2], all_records_s=[round(c["records_s"]) for c in runs])
-        conc["vs_one_writer"] = conc["records_s"] / lat["records_s"]
+        conc = _concurrent_against_one(folder, name, repeats)
         results.setdefault("concurrent", []).append({"backend": name, **conc})
-        others = "" if len(runs) < 2 else \
-            f" (median of {', '.join(f'{c:,}' for c in conc['all_records_s'])})"
-        say(f"64 writers {name:8s}: {conc['records_s']:,.0f} records/s{others} = "
-            f"{conc['vs_one_writer']:.1f} x one writer")
+        say(f"64 writers {name:8s}: {conc['records_s']:,.0f} records/s = "
+            f"{conc['vs_one_writer']:.1f} x one asyncio writer ({conc['one_writer_records_s']:,.0f}"
+            f"/s right before it{_listed(conc['all_vs_one_writer'], '.1f')}); "
+            f"{conc['records_s'] / lat['records_s']:.1f} x the blocking one-record appends")
     # Grow the first append topic to scan_gib (untimed) for the read measurements.
     first = next((r for r in results["append"] if r["batches_per_call"] == GROUP), None)
     if first is not None:

@@ -28,6 +28,8 @@ DEFAULTS: dict = {
         "segment_max_bytes": 256 << 20,
         "index_interval_bytes": 4096,
         "sync_interval_ms": 100,
+        "buffer_count": 4,
+        "buffer_size": 8 << 20,
     },
     "numa": {"cpus": []},
     "replication": {
@@ -107,7 +109,8 @@ def store_config(cfg: dict) -> StoreConfig:
     return StoreConfig(backend=io["backend"], durability=io["durability"],
                        segment_max_bytes=int(io["segment_max_bytes"]),
                        index_interval_bytes=int(io["index_interval_bytes"]),
-                       sync_interval_ms=int(io["sync_interval_ms"]))
+                       sync_interval_ms=int(io["sync_interval_ms"]),
+                       buffer_count=int(io["buffer_count"]), buffer_size=int(io["buffer_size"]))
 
 
 def to_toml(cfg: dict) -> str:

@@ -37,7 +37,8 @@ def test_print_config_prints_the_defaults():
     ([], "[network]\nidle_timeout_s = 0\n", "network.idle_timeout_s: expected a positive"),
     ([], '[tls]\ncert = "server.pem"\n', "tls: cert and key go together"),
     ([], "[network]\nlisten_port = 1\n", "unknown setting [network] listen_port"),
-], ids=["port", "mode", "members", "timeout", "tls", "unknown-key"])
+    ([], "[io]\nbuffer_size = 5000\n", "io: buffer_size 5000: a multiple of 4096"),
+], ids=["port", "mode", "members", "timeout", "tls", "unknown-key", "buffer-size"])
 def test_bad_settings_stop_startup_with_exit_2(tmp_path, args, toml, message):
     config = tmp_path / "lance.toml"
     config.write_text(toml)

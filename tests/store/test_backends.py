@@ -143,3 +143,24 @@ def test_group_larger_than_the_ring_is_refused(tmp_path):
         os.close(fd)
         backend.close()
     assert read_back(tmp_path / "a.lnc", 12 * BLOCK) == b"".join(block(i) for i in range(12))
+
+
+def test_a_kernel_refusing_rwf_dsync_gets_pwritev_then_fdatasync(tmp_path, monkeypatch):
+    """Synced plain writes carry RWF_DSYNC; a kernel that rejects the flag (here: a flag bit
+    no kernel defines) makes the backend fall back to fdatasync for good, losing nothing."""
+    from lance_store.uring import pwritev as plain
+    monkeypatch.setattr(plain, "_DSYNC_FLAGS", 1 << 30)
+    synced = []
+    real_fdatasync = os.fdatasync
+    monkeypatch.setattr(plain.os, "fdatasync", lambda fd: (synced.append(fd), real_fdatasync(fd)))
+    backend = PwritevBackend()
+    fd, _ = open_for_append(tmp_path / "a.lnc", direct=True, create=True)
+    try:
+        backend.write(fd, 0, [aligned(block(7))], sync=True)
+        backend.write(fd, BLOCK, [aligned(block(8))], sync=True)
+    finally:
+        os.close(fd)
+        backend.close()
+    assert plain._DSYNC_FLAGS == 0
+    assert synced == [fd, fd]
+    assert read_back(tmp_path / "a.lnc", 2 * BLOCK) == block(7) + block(8)
