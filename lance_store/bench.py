@@ -30,13 +30,12 @@ GROUP = 8                        # batches per append_many call
 ASYNC_WINDOW = 48
 
 
-def dd_speed(folder: str, mib: int = 2048, *, bs: str = "1M", flags: str = "direct") -> float:
+def dd_speed(folder: str, mib: int = 2048, *, block_mib: int = 1, flags: str = "direct") -> float:
     """Bytes per second of a sequential write by dd (the machine's own limit)."""
     target = os.path.join(folder, "dd.bin")
-    count = mib if bs == "1M" else mib * 256
     out = subprocess.run(
-        ["dd", "if=/dev/zero", f"of={target}", f"bs={bs}", f"count={count}", f"oflag={flags}",
-         "conv=fdatasync"], capture_output=True, text=True, check=True).stderr
+        ["dd", "if=/dev/zero", f"of={target}", f"bs={block_mib}M", f"count={mib // block_mib}",
+         f"oflag={flags}", "conv=fdatasync"], capture_output=True, text=True, check=True).stderr
     os.unlink(target)
     m = re.search(r"(\d+) bytes .* copied, ([\d.]+) s", out)
     return int(m.group(1)) / float(m.group(2))
@@ -243,10 +242,14 @@ def bench_read(path: str) -> dict:
     return out
 
 
-def _against_dd(folder: str, run, repeats: int) -> dict:
+def _against_dd(folder: str, run, repeats: int, *, durable_block_mib: int = 0) -> dict:
     """run() `repeats` times, each with dd measured right before and right after it: this
     disk's speed drifts from minute to minute, so each ratio is taken against the mean of
-    the dd runs around it. Returns the run with the median ratio."""
+    the dd runs around it. Returns the run with the median ratio.
+
+    With durable_block_mib, dd also writes that block size with O_DSYNC (a sync per
+    write, as the run makes one per call) after each run: the disk's own speed for
+    that pattern, reported as dd_dsync_mb_s beside the plain figure."""
     runs = []
     for _ in range(repeats):
         before = dd_speed(folder, 1024)
@@ -254,6 +257,9 @@ def _against_dd(folder: str, run, repeats: int) -> dict:
         after = dd_speed(folder, 1024)
         r["dd_mb_s"] = (before + after) / 2e6
         r["ratio_to_dd"] = r["mb_s"] / r["dd_mb_s"]
+        if durable_block_mib:
+            r["dd_dsync_mb_s"] = dd_speed(folder, 1024, block_mib=durable_block_mib,
+                                          flags="direct,dsync") / 1e6
         runs.append(r)
     return _median_run(runs, "ratio_to_dd")
 
@@ -318,11 +324,15 @@ def run_bench(folder: str, *, gib: float = 2.0, scan_gib: float = 4.0, backend: 
             continue
         for group in (GROUP, 1):
             r = _against_dd(folder, lambda: bench_append(folder, name, total if group > 1
-                                                         else total // 2, group), repeats)
+                                                         else total // 2, group), repeats,
+                            durable_block_mib=2 if group == GROUP else 0)
             results["append"].append(r)
             say(f"append {r['backend']:8s} {group} batch/call: {r['mb_s']:8,.0f} MB/s "
                 f"{r['records_s']:12,.0f} records/s  = {r['ratio_to_dd']:.2f} x dd "
                 f"({r['dd_mb_s']:,.0f} MB/s around it{_ratios(r)})")
+            if "dd_dsync_mb_s" in r:
+                say(f"    dd itself with a sync per 2 MiB write (oflag=direct,dsync) after that run: "
+                    f"{r['dd_dsync_mb_s']:,.0f} MB/s = {r['dd_dsync_mb_s'] / r['dd_mb_s']:.2f} x dd")
             if group == 1:
                 shutil.rmtree(r["path"], ignore_errors=True)
         a = _against_dd(folder, lambda: bench_async(folder, name, total), repeats)
