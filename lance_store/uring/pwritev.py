@@ -129,7 +129,9 @@ def write_now(fd: int, offset: int, views: list, sync: bool) -> int:
         try:
             done = os.pwritev(fd, views, offset, flags)
         except OSError as exc:
-            if not flags or exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            # Only "flag unknown" (EOPNOTSUPP) or "no pwritev2" (ENOSYS) mean the kernel
+            # lacks RWF_DSYNC; EINVAL is a misaligned O_DIRECT write and raises as such.
+            if not flags or exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS):
                 raise
             _DSYNC_FLAGS = flags = 0     # a kernel without RWF_DSYNC: fdatasync below
             done = os.pwritev(fd, views, offset)
