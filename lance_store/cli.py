@@ -247,13 +247,20 @@ def demo(path: str, records: int, as_json: bool) -> None:
 @click.option("--backend", type=click.Choice(["auto", "uring", "pwritev", "all"]), default="all",
               show_default=True)
 @click.option("--repeats", type=click.IntRange(1), default=3, show_default=True,
-              help="Runs of each append measurement, each between two dd runs; the median "
-                   "ratio is reported (this kind of disk drifts from minute to minute).")
+              help="Runs of each measurement: appends and latency each between two dd "
+                   "runs, 64 writers each after a one-writer run; the median ratio is "
+                   "reported (this kind of disk drifts from minute to minute).")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def bench(bench_dir: str, gib: float, scan_gib: float, backend: str, repeats: int,
           as_json: bool) -> None:
-    """Measure append, verify and scan throughput against the disk's raw speed."""
+    """Measure append, verify and scan throughput against the disk's raw speed.
+
+    \b
+    Appends: append_many (8 x 256 KiB per call, one sync), append, append_async,
+    one-record latency and 64 concurrent asyncio writers, per backend; then
+    verify (cold and warm) and scan of a --scan-gib topic. Run it with nothing
+    else on the disk; `--gib 0.25 --scan-gib 0.3 --repeats 1` is a quick run."""
     from .bench import run_bench
     run_bench(bench_dir, gib=gib, scan_gib=scan_gib, backend=backend, as_json=as_json,
               repeats=repeats)
