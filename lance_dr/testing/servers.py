@@ -13,11 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from lance_store.testing.ports import free_port  # noqa: F401  (tests import it from here too)
 
 
 def wait_for_port(port: int, timeout: float = 10.0, proc: subprocess.Popen | None = None) -> None:

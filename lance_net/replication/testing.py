@@ -26,14 +26,9 @@ from lance_net.client.options import parse_endpoint
 from lance_net.protocol import (NEED_DATA, Ack, Connection, ConnectionClosed, Dialect,
                                 ErrorResponse, Ingest, InitProducer, ProducerResponse, Role)
 from lance_store.records import encode
+from lance_store.testing.ports import free_port
 
 ETCD_BINARY = os.environ.get("LANCE_ETCD", "etcd")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class EtcdServer:
@@ -234,7 +229,13 @@ class LocalCluster:
     def start(self, timeout: float = 60) -> "LocalCluster":
         for node in self.nodes.values():
             node.start()
-        self.wait_ready(timeout)
+        # Every node, named: one that died at start must fail here with its log, not leave
+        # a smaller cluster that looks ready.
+        try:
+            self.wait_ready(timeout, nodes=list(self.nodes))
+        except BaseException:
+            self.close()     # `with` never reaches __exit__ when __enter__ raises
+            raise
         return self
 
     def wait_ready(self, timeout: float = 60, nodes=None) -> int:

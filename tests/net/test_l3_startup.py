@@ -1,12 +1,16 @@
 """Starting a node in L3 mode: its settings are checked, its LWP port opens before it joins,
 and until a leader is known it answers writes with NOT_LEADER and is not ready."""
+import socket
 import subprocess
 
+import pytest
+
 from lance_net.protocol import CreateTopic, ErrorResponse, GetClusterStatus, Ingest
-from lance_net.replication.testing import ClusterNode, free_port
+from lance_net.replication.testing import ClusterNode, LocalCluster, free_port
 from lance_store.records import encode
 
 from .conftest import RawClient, lance_net_command
+from .replication_fixtures import etcd  # noqa: F401  (fixture)
 from .test_l3_cluster import until
 
 
@@ -56,3 +60,24 @@ def test_l3_settings_are_checked_before_anything_starts(tmp_path):
     done = serve(tmp_path, "--config", str(tmp_path / "tls.toml"))
     assert done.returncode == 2 and "do not speak TLS yet" in done.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_a_cluster_with_a_node_that_cannot_start_is_not_taken_for_ready(tmp_path, etcd):
+    """Two of three nodes can elect a leader; LocalCluster.start must still fail, naming the
+    node that died (here its LWP port is taken) and showing its log."""
+    cluster = LocalCluster(tmp_path, etcd.url, cluster="one-node-short")
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", cluster.nodes[1].port))
+    squatter.listen()
+    try:
+        with pytest.raises(RuntimeError, match="node 1 exited") as failed:
+            cluster.start(timeout=60)
+        assert "address already in use" in str(failed.value)
+    finally:
+        squatter.close()
+        cluster.close()
+
+
+def test_free_ports_are_never_handed_out_twice():
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
