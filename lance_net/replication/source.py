@@ -8,12 +8,10 @@ the same messages whichever path the bytes took.
 from __future__ import annotations
 
 import bisect
-import os
 from typing import Iterator
 
 from lance_store import Topic
 from lance_store.segment import naming
-from lance_store.segment.reader import read_batches
 
 from .epochs import EpochsFile
 from .wire import NEW_EPOCH, NEW_SEGMENT, ROTATE_AFTER, Replicate
@@ -56,7 +54,7 @@ def messages_from(topic: Topic, start: int, *, epoch: int, committed: int,
         limit = min(max_bytes, end - offset)
         if own_start is not None and offset < own_start < end:
             limit = min(limit, own_start - offset)   # own_start is a batch boundary
-        data, nxt = _read(topic, seg, offset, limit)
+        data, nxt, _ = topic.read_raw(offset, limit)   # stops at the segment's end, as seg's
         if not data:
             return
         write_offset = offset - seg.name.base
@@ -80,26 +78,6 @@ def messages_from(topic: Topic, start: int, *, epoch: int, committed: int,
         if marker:
             yield Replicate(epoch, committed, topic.id, offset, _active_name(active), write_offset,
                             b"", marker)
-
-
-def _read(topic: Topic, seg, offset: int, limit: int) -> tuple[bytes, int]:
-    """Whole batches of `seg` from `offset` (a batch start), through a descriptor of this
-    call's own: the leader seals and renames segments on other threads, closing the
-    topic's cached descriptors, while messages are being read."""
-    for _ in range(3):
-        try:
-            fd = os.open(seg.path, os.O_RDONLY)
-        except FileNotFoundError:   # sealed (renamed) meanwhile: find it under its new name
-            segments = list(topic.segments)
-            seg = segments[bisect.bisect_right([s.name.base for s in segments], offset) - 1]
-            continue
-        try:
-            data, nxt, _ = read_batches(fd, seg.name.base, seg.end, offset, limit)
-        finally:
-            os.close(fd)
-        return data, nxt
-    raise FileNotFoundError(f"topic {topic.name!r}: the segment holding offset {offset} "
-                            f"kept moving ({seg.path})")
 
 
 def _active_name(seg) -> str:

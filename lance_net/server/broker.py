@@ -24,6 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import lance_store
+from lance_store import eventloop
 from lance_net.protocol import UNKNOWN_TOPIC
 from lance_store import LanceError, Topic, UnknownTopicError
 
@@ -139,11 +140,9 @@ class Broker:
         return asyncio.get_running_loop().run_in_executor(self._admin, fn, *args)
 
     def run_read(self, fn, *args) -> asyncio.Future:
-        # An L3 follower seals, renames and truncates segments on the admin thread, which
-        # closes the topic's cached read descriptors: its reads take turns with those.
-        following = self.cluster is not None and self.cluster.leading is None
-        return asyncio.get_running_loop().run_in_executor(
-            self._admin if following else self._readers, fn, *args)
+        # Reads run beside seals, renames and truncations: the topic counts the readers of
+        # each cached descriptor and closes it only after the last one.
+        return asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
 
     async def create_topic(self, name: str, retention: dict | None) -> Topic:
         if self.cluster is not None:
@@ -434,12 +433,5 @@ def _raise_open_files_limit(wanted: int) -> None:
 
 
 def run(options: ServerOptions) -> int:
-    """Run a broker until it stops; uvloop when installed. Returns the exit code."""
-    try:
-        import uvloop
-        factory = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    broker = Broker(options)
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(broker.run())
+    """Run a broker until it stops, on LANCE's preferred loop. Returns the exit code."""
+    return eventloop.run(Broker(options).run())

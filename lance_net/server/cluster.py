@@ -106,10 +106,11 @@ class Leadership:
         role = self.role
         coordinator = role.coordinator
         size = len(self.members)
+        # Neither following nor taking writes yet: this node's log stands still meanwhile.
+        own = await role.own_positions()
         while True:
             if self.stopped:
                 return False
-            own = await role.own_positions()
             published = await coordinator.positions()
             others = {n: p for n, p in published.items() if n != self.node_id and n in self.members}
             if 1 + len(others) >= required_copies(size):

@@ -119,7 +119,7 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         if self._replication is not None:
-            self._replication.receive(bytes(self.broker.read_buffer[:nbytes]))
+            self._replication.receive(self.broker.read_buffer[:nbytes])   # copied by its buffer
             return
         if self.closed or self._failed:
             return

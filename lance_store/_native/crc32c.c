@@ -94,6 +94,31 @@ static inline uint64_t load64(const uint8_t *p)
     return v;
 }
 
+/* Every whole run of three `lane`-byte lanes from *p, crc'd in parallel and joined. */
+__attribute__((target("sse4.2"))) static inline uint64_t three_lanes(
+    uint64_t c0, const uint8_t **pp, size_t *np, size_t lane, uint32_t shift_table[4][256])
+{
+    const uint8_t *p = *pp;
+    size_t n = *np;
+    while (n >= 3 * lane) {
+        uint64_t c1 = 0, c2 = 0;
+        const uint8_t *end = p + lane;
+        do {
+            c0 = _mm_crc32_u64(c0, load64(p));
+            c1 = _mm_crc32_u64(c1, load64(p + lane));
+            c2 = _mm_crc32_u64(c2, load64(p + 2 * lane));
+            p += 8;
+        } while (p < end);
+        c0 = shift(shift_table, (uint32_t)c0) ^ (uint32_t)c1;
+        c0 = shift(shift_table, (uint32_t)c0) ^ (uint32_t)c2;
+        p += 2 * lane;
+        n -= 3 * lane;
+    }
+    *pp = p;
+    *np = n;
+    return c0;
+}
+
 __attribute__((target("sse4.2"))) static uint32_t hw_update(uint32_t crc32, const uint8_t *p, size_t n)
 {
     uint64_t c0 = crc32;
@@ -101,34 +126,8 @@ __attribute__((target("sse4.2"))) static uint32_t hw_update(uint32_t crc32, cons
         c0 = _mm_crc32_u8((uint32_t)c0, *p++);
         n--;
     }
-    while (n >= 3 * LANE_LONG) {
-        uint64_t c1 = 0, c2 = 0;
-        const uint8_t *end = p + LANE_LONG;
-        do {
-            c0 = _mm_crc32_u64(c0, load64(p));
-            c1 = _mm_crc32_u64(c1, load64(p + LANE_LONG));
-            c2 = _mm_crc32_u64(c2, load64(p + 2 * LANE_LONG));
-            p += 8;
-        } while (p < end);
-        c0 = shift(shift_long, (uint32_t)c0) ^ (uint32_t)c1;
-        c0 = shift(shift_long, (uint32_t)c0) ^ (uint32_t)c2;
-        p += 2 * LANE_LONG;
-        n -= 3 * LANE_LONG;
-    }
-    while (n >= 3 * LANE_SHORT) {
-        uint64_t c1 = 0, c2 = 0;
-        const uint8_t *end = p + LANE_SHORT;
-        do {
-            c0 = _mm_crc32_u64(c0, load64(p));
-            c1 = _mm_crc32_u64(c1, load64(p + LANE_SHORT));
-            c2 = _mm_crc32_u64(c2, load64(p + 2 * LANE_SHORT));
-            p += 8;
-        } while (p < end);
-        c0 = shift(shift_short, (uint32_t)c0) ^ (uint32_t)c1;
-        c0 = shift(shift_short, (uint32_t)c0) ^ (uint32_t)c2;
-        p += 2 * LANE_SHORT;
-        n -= 3 * LANE_SHORT;
-    }
+    c0 = three_lanes(c0, &p, &n, LANE_LONG, shift_long);
+    c0 = three_lanes(c0, &p, &n, LANE_SHORT, shift_short);
     while (n >= 8) {
         c0 = _mm_crc32_u64(c0, load64(p));
         p += 8;
