@@ -30,25 +30,32 @@ GROUP = 8                        # batches per append_many call
 ASYNC_WINDOW = 48
 
 
-def dd_speed(folder: str, mib: int = 2048, *, block_mib: int = 1, flags: str = "direct") -> float:
-    """Bytes per second of a sequential write by dd (the machine's own limit)."""
-    target = os.path.join(folder, "dd.bin")
-    out = subprocess.run(
-        ["dd", "if=/dev/zero", f"of={target}", f"bs={block_mib}M", f"count={mib // block_mib}",
-         f"oflag={flags}", "conv=fdatasync"], capture_output=True, text=True, check=True).stderr
-    os.unlink(target)
+def _dd(*args: str) -> tuple[int, float]:
+    """Run dd with `args`; (bytes copied, seconds) from its report."""
+    out = subprocess.run(["dd", *args], capture_output=True, text=True, check=True).stderr
     m = re.search(r"(\d+) bytes .* copied, ([\d.]+) s", out)
-    return int(m.group(1)) / float(m.group(2))
+    return int(m.group(1)), float(m.group(2))
+
+
+def dd_speed(folder: str, mib: int = 2048, *, block_mib: int = 1, flags: str = "direct",
+             keep: str | None = None) -> float:
+    """Bytes per second of a sequential write by dd (the machine's own limit); the file is
+    removed, or kept at `keep` for a read to follow."""
+    target = keep or os.path.join(folder, "dd.bin")
+    copied, seconds = _dd("if=/dev/zero", f"of={target}", f"bs={block_mib}M",
+                          f"count={mib // block_mib}", f"oflag={flags}", "conv=fdatasync")
+    if keep is None:
+        os.unlink(target)
+    return copied / seconds
 
 
 def dd_latency_us(folder: str, count: int = 2000) -> float:
     """Mean latency of one 4 KiB O_DIRECT+O_DSYNC write (dd oflag=direct,dsync)."""
     target = os.path.join(folder, "dd-lat.bin")
-    out = subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=4k", f"count={count}",
-                          "oflag=direct,dsync"], capture_output=True, text=True, check=True).stderr
+    _, seconds = _dd("if=/dev/zero", f"of={target}", "bs=4k", f"count={count}",
+                     "oflag=direct,dsync")
     os.unlink(target)
-    m = re.search(r"copied, ([\d.]+) s", out)
-    return float(m.group(1)) / count * 1e6
+    return seconds / count * 1e6
 
 
 def disk_read_speed(folder: str, mib: int = 1024) -> float | None:
@@ -56,17 +63,14 @@ def disk_read_speed(folder: str, mib: int = 1024) -> float | None:
     written with O_DIRECT, as a consumer of fresh appends reads; None without the
     permission to drop the page cache."""
     target = os.path.join(folder, "dd-read.bin")
-    subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={mib}", "oflag=direct",
-                    "conv=fdatasync"], capture_output=True, check=True)
+    dd_speed(folder, mib, keep=target)
     try:
         if not _drop_caches():
             return None
-        out = subprocess.run(["dd", f"if={target}", "of=/dev/null", "bs=1M"],
-                             capture_output=True, text=True, check=True).stderr
+        copied, seconds = _dd(f"if={target}", "of=/dev/null", "bs=1M")
     finally:
         os.unlink(target)
-    m = re.search(r"(\d+) bytes .* copied, ([\d.]+) s", out)
-    return int(m.group(1)) / float(m.group(2))
+    return copied / seconds
 
 
 def _batch_values(seed: int) -> list[bytes]:
@@ -251,8 +255,9 @@ def _against_dd(folder: str, run, repeats: int, *, durable_block_mib: int = 0) -
     write, as the run makes one per call) after each run: the disk's own speed for
     that pattern, reported as dd_dsync_mb_s beside the plain figure."""
     runs = []
+    after = dd_speed(folder, 1024)
     for _ in range(repeats):
-        before = dd_speed(folder, 1024)
+        before = after      # one dd between two runs serves both
         r = run()
         after = dd_speed(folder, 1024)
         r["dd_mb_s"] = (before + after) / 2e6
@@ -282,10 +287,12 @@ def _latency_against_dd(folder: str, backend: str, repeats: int) -> dict:
     """bench_latency `repeats` times, each between two dd latency runs (the disk's flush
     latency drifts like its speed): the run with the median p50 ratio."""
     runs = []
+    after = dd_latency_us(folder)
     for _ in range(repeats):
-        before = dd_latency_us(folder)
+        before = after
         r = bench_latency(folder, backend)
-        r["dd_4k_dsync_us"] = (before + dd_latency_us(folder)) / 2
+        after = dd_latency_us(folder)
+        r["dd_4k_dsync_us"] = (before + after) / 2
         r["p50_vs_dd"] = r["p50_us"] / r["dd_4k_dsync_us"]
         runs.append(r)
     return _median_run(runs, "p50_vs_dd")

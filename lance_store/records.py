@@ -9,7 +9,7 @@ import os
 import struct
 from itertools import chain, repeat
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence, Union
+from typing import Iterator, Sequence, Union
 
 from .errors import InvalidRecordError
 
@@ -166,20 +166,13 @@ def padding(n: int) -> bytes:
     return bytes(out)
 
 
-_ZEROS = memoryview(bytes(64 * 1024))
-
-
 def put_padding(buf, pos: int, n: int) -> None:
-    """Write a padding record of exactly n bytes (n >= 5) at buf[pos:pos + n], in place."""
+    """Write a padding record of exactly n bytes (n >= 5) at buf[pos:pos + n], in place
+    (its body zeroed: a pooled buffer holds old bytes)."""
     if n < HEADER_LEN:
         raise ValueError(f"a padding record needs at least {HEADER_LEN} bytes, got {n}")
     _TL.pack_into(buf, pos, PADDING, n - HEADER_LEN)
-    pos += HEADER_LEN
-    end = pos + n - HEADER_LEN
-    while pos < end:       # zeros without allocating them (a pooled buffer holds old bytes)
-        step = min(end - pos, len(_ZEROS))
-        buf[pos:pos + step] = _ZEROS[:step]
-        pos += step
+    buf[pos + HEADER_LEN:pos + n] = bytes(n - HEADER_LEN)
 
 
 def iter_tlv(buf, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int, int, int, int]]:

@@ -146,7 +146,6 @@ class Topic:
         self._failed: str | None = None
         self._writer: SegmentWriter | None = None
         self._read_fds: dict[str, _ReadFd] = {}
-        self._ahead: dict[str, int] = {}     # segment path -> file position read ahead to
         self.producers: dict[int, tuple[int, int]] = {}  # producer_id -> (last seq, batch offset)
         state = recover_topic(folder, readonly=readonly, interval=self.config.index_interval_bytes,
                               warn=self._warn)
@@ -702,7 +701,6 @@ class Topic:
                 os.close(handle.fd)
 
     def _close_read_fd(self, path: str) -> None:
-        self._ahead.pop(path, None)
         handle = self._read_fds.pop(path, None)
         if handle is not None:
             if handle.readers:
@@ -741,23 +739,24 @@ class Topic:
             if start != offset:
                 locate(handle.fd, seg.name.base, start, offset)
             out = read_batches(handle.fd, seg.name.base, end, offset, max_bytes)
-            self._read_ahead(seg.path, handle.fd, out[1] - seg.name.base)
+            self._read_ahead(handle, out[1] - seg.name.base)
         finally:
             self._end_read(handle)
         return out
 
-    def _read_ahead(self, path: str, fd: int, pos: int) -> None:
+    @staticmethod
+    def _read_ahead(handle: "_ReadFd", pos: int) -> None:
         """Ask the kernel for the next READ_AHEAD bytes after a read ending at `pos`.
 
         Appends go around the page cache (O_DIRECT), so a consumer reading what
         was just written reads the disk; keeping a window in flight ahead of it
         lets the disk stream while responses are sent. One hint per half window.
         """
-        until = self._ahead.get(path, 0)
+        until = handle.ahead
         if pos + READ_AHEAD // 2 > until:
             start = max(pos, until)
-            os.posix_fadvise(fd, start, pos + READ_AHEAD - start, os.POSIX_FADV_WILLNEED)
-            self._ahead[path] = pos + READ_AHEAD
+            os.posix_fadvise(handle.fd, start, pos + READ_AHEAD - start, os.POSIX_FADV_WILLNEED)
+            handle.ahead = pos + READ_AHEAD
 
     def read(self, offset: int, max_bytes: int = 1 << 20) -> tuple[list[BatchView], int]:
         data, nxt, _ = self.read_raw(offset, max_bytes)
@@ -921,6 +920,7 @@ class _ReadFd:
     fd: int
     readers: int = 0
     closing: bool = False
+    ahead: int = 0          # the file position the kernel was asked to read ahead to
 
 
 def _walk_to_time(fd: int, seg: SegmentFile, off: int, ts_ns: int) -> int | None:
