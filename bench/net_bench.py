@@ -24,20 +24,16 @@ import sys
 import tempfile
 import time
 
+from lance_net.replication.testing import lance_net_command
 from lance_store.bench import dd_speed, disk_read_speed
 
 _LISTENING = re.compile(r"lwp: listening on (\S+) ")
 
 
-def lance_net() -> list[str]:
-    script = os.path.join(os.path.dirname(sys.executable), "lance-net")
-    return [script] if os.path.exists(script) else [sys.executable, "-m", "lance_net.cli"]
-
-
 def start_broker(folder: str) -> tuple[subprocess.Popen, str, str]:
     log_path = os.path.join(folder, "broker.log")
     log = open(log_path, "wb")
-    broker = subprocess.Popen([*lance_net(), "serve", "--data-dir", os.path.join(folder, "data"),
+    broker = subprocess.Popen([*lance_net_command(), "serve", "--data-dir", os.path.join(folder, "data"),
                                "--listen", "127.0.0.1:0", "--http", "off"],
                               stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
@@ -111,7 +107,7 @@ def main() -> int:
           flush=True)
     broker, endpoint, log_path = start_broker(folder)
     try:
-        result = subprocess.run([*lance_net(), "bench", "--endpoint", endpoint,
+        result = subprocess.run([*lance_net_command(), "bench", "--endpoint", endpoint,
                                  "--duration", str(args.duration), "--msg-size",
                                  str(args.msg_size), "--consume", "--broker-pid",
                                  str(broker.pid), *args.bench_args],

@@ -10,11 +10,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from lance_net.replication.testing import lance_net_command
 from lance_store.errors import LanceError
 
 START_TIMEOUT_S = 60.0
@@ -23,11 +23,6 @@ _LISTENING = re.compile(rb"lwp: listening on \[?([^\]\s]+?)\]?:(\d+) ")
 
 class NodeFailed(LanceError):
     """The spawned broker exited, or did not listen in time; the message ends with its log."""
-
-
-def serve_command() -> list[str]:
-    """`lance-net serve` from this interpreter, whether or not the script is on PATH."""
-    return [sys.executable, "-m", "lance_net.cli", "serve"]
 
 
 class SpawnedNode:
@@ -67,7 +62,7 @@ class SpawnedNode:
         with open(self.log_path, "ab") as log:
             log_start = log.tell()
             self.process = subprocess.Popen(
-                [*serve_command(), "--data-dir", str(self.data_dir),
+                [*lance_net_command(), "serve", "--data-dir", str(self.data_dir),
                  "--listen", f"{self.host}:{self.port}", "--http", "off",
                  "--log-level", "info"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

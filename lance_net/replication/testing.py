@@ -31,6 +31,12 @@ from lance_store.testing.ports import free_port
 ETCD_BINARY = os.environ.get("LANCE_ETCD", "etcd")
 
 
+def lance_net_command() -> list[str]:
+    """The installed `lance-net` script beside this interpreter, else `python -m lance_net.cli`."""
+    script = Path(sys.executable).with_name("lance-net")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "lance_net.cli"]
+
+
 class EtcdServer:
     """`with EtcdServer() as etcd: etcd.url ...` starts etcd and stops it on exit.
 
@@ -155,9 +161,7 @@ class ClusterNode:
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        script = Path(sys.executable).with_name("lance-net")
-        base = [str(script)] if script.exists() else [sys.executable, "-m", "lance_net.cli"]
-        return [*base, "serve", "--data-dir", str(self.data_dir), "--listen", self.endpoint,
+        return [*lance_net_command(), "serve", "--data-dir", str(self.data_dir), "--listen", self.endpoint,
                 "--http", f"127.0.0.1:{self.http_port}", "--config", str(self.config_path),
                 "--node-id", str(self.node_id), "--replication-mode", "l3",
                 "--etcd", self.etcd_url, "--cluster", self.cluster, "--advertise", self.endpoint,

@@ -15,7 +15,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from lance_net.protocol import Ack, CreateTopic, Dialect, ErrorResponse, Fetch, Ingest, TopicResponse
-from lance_net.replication.testing import BlockingLink
+from lance_net.replication.testing import BlockingLink, lance_net_command  # noqa: F401  (tests import it from here)
 from lance_store.records import encode, iter_tlv
 from lance_store.segment.reader import split_batches
 from lance_store.settings import to_toml
@@ -33,14 +32,6 @@ from lance_store.settings import to_toml
 START_TIMEOUT_S = 30
 _LWP_LINE = re.compile(r"lwp: listening on \[?([^\]\s]+?)\]?:(\d+) ")
 _HTTP_LINE = re.compile(r"http: serving health and metrics on http://\[?([^\]\s]+?)\]?:(\d+)")
-
-
-def lance_net_command() -> list[str]:
-    """The installed `lance-net` script beside this interpreter, else `python -m lance_net.cli`."""
-    script = Path(sys.executable).with_name("lance-net")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "lance_net.cli"]
 
 
 class BrokerFailed(RuntimeError):
